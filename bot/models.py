@@ -1,0 +1,188 @@
+"""Typed values passed between Sluice's layers.
+
+Every layer takes and returns these plain dataclasses; the JSON report is
+``Report.to_dict()`` and the Markdown comment is rendered from the same value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Renderer = Literal["auto", "plain", "kustomize", "helm"]
+Verdict = Literal["pass", "warn", "fail", "error"]
+AppStatus = Literal["changed", "unchanged", "added", "removed", "error"]
+Action = Literal["create", "update", "delete"]
+SignatureStatus = Literal["valid", "unsigned", "untrusted", "invalid", "expired", "revoked"]
+SignatureMode = Literal["off", "head", "all"]
+
+K8sObject = dict[str, Any]
+
+VERDICT_ORDER: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2, "error": 3}
+
+
+def worst_verdict(verdicts: list[str], default: str = "pass") -> str:
+    """The most severe of ``verdicts`` (error > fail > warn > pass)."""
+    return max(verdicts, key=VERDICT_ORDER.__getitem__, default=default)
+
+
+@dataclass(frozen=True)
+class HelmSettings:
+    release: str | None = None
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class App:
+    """One deployable unit declared in ``.sluice.yaml``."""
+
+    name: str
+    path: str
+    renderer: Renderer = "auto"
+    namespace: str | None = None
+    helm: HelmSettings = field(default_factory=HelmSettings)
+    watch: tuple[str, ...] = ()
+
+
+@dataclass
+class RenderedApp:
+    """The result of rendering one app at one revision."""
+
+    app: App
+    renderer: str  # the renderer actually used (never "auto")
+    objects: list[K8sObject] = field(default_factory=list)
+    error: str | None = None
+    # Repo-relative files the render read; used for affected-app detection.
+    inputs: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ObjectChange:
+    action: Action
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str
+    diff: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "diff": self.diff,
+        }
+
+
+@dataclass(frozen=True)
+class Violation:
+    severity: Literal["deny", "warn"]
+    rule: str
+    msg: str
+    kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "rule": self.rule,
+            "msg": self.msg,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+        }
+
+
+@dataclass
+class PolicyResult:
+    verdict: Verdict = "pass"
+    violations: list[Violation] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "verdict": self.verdict,
+            "violations": [v.to_dict() for v in self.violations],
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class CommitCheck:
+    sha: str
+    status: SignatureStatus
+    method: Literal["gpg", "ssh", "none"]
+    signer: str = ""
+    fingerprint: str = ""
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sha": self.sha,
+            "status": self.status,
+            "method": self.method,
+            "signer": self.signer,
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass
+class SignatureReport:
+    verdict: Literal["pass", "fail", "skipped"] = "skipped"
+    mode: SignatureMode = "off"
+    commits: list[CommitCheck] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "mode": self.mode,
+            "commits": [c.to_dict() for c in self.commits],
+        }
+
+
+@dataclass
+class AppReport:
+    name: str
+    path: str
+    renderer: str
+    status: AppStatus
+    error: str | None = None
+    changes: list[ObjectChange] = field(default_factory=list)
+    policy: PolicyResult = field(default_factory=PolicyResult)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "renderer": self.renderer,
+            "status": self.status,
+            "error": self.error,
+            "changes": [c.to_dict() for c in self.changes],
+            "policy": self.policy.to_dict(),
+        }
+
+
+@dataclass
+class Report:
+    base: str
+    head: str
+    verdict: Verdict
+    apps: list[AppReport] = field(default_factory=list)
+    signatures: SignatureReport = field(default_factory=SignatureReport)
+    # Problems that belong to no single app (e.g. a broken .sluice.yaml).
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "head": self.head,
+            "verdict": self.verdict,
+            "apps": [a.to_dict() for a in self.apps],
+            "signatures": self.signatures.to_dict(),
+            "errors": list(self.errors),
+        }
