@@ -1,0 +1,244 @@
+"""The preview pipeline: base and head of a GitOps repo in, one ``Report`` out.
+
+The CLI (``sluice preview``), the bot and the puller all call ``run_preview``.
+Gate settings (policy paths, signature mode) and policies always come from the
+base revision, so a change cannot weaken the gate that judges it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
+from bot.diff import diff_objects, load_or_create_key, normalize
+from bot.gitops import ExportCache, Git, GitError
+from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, worst_verdict
+from bot.policy import make_engine
+from bot.render import RenderCache, RenderLimits, affected_apps, render_apps
+from bot.signatures import SignatureVerifier, TrustedKeys
+
+POLICY_SUFFIX = ".rego"
+POLICY_TEST_SUFFIX = "_test.rego"
+
+
+class PreviewError(RuntimeError):
+    """The preview could not run at all (unknown revision, unreadable repo)."""
+
+
+def default_cache_dir() -> Path:
+    explicit = os.environ.get("SLUICE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "sluice"
+
+
+@dataclass(frozen=True)
+class PreviewOptions:
+    keys_dir: Path | None = None
+    all_apps: bool = False
+    # Apps to render even when the change does not touch them (``/diff app``).
+    extra_apps: tuple[str, ...] = ()
+    # When set, only these apps are reported.
+    only_apps: tuple[str, ...] = ()
+    policy_backend: str = "regorus"
+    opa_url: str | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    limits: RenderLimits = field(default_factory=RenderLimits)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+
+
+@dataclass(frozen=True)
+class _Side:
+    sha: str
+    root: Path
+    config: RepoConfig | None
+    config_error: str | None
+
+
+def run_preview(
+    repo: str | os.PathLike[str],
+    base_ref: str,
+    head_ref: str,
+    options: PreviewOptions | None = None,
+) -> Report:
+    """Render, diff, check policy and signatures for ``base_ref..head_ref``."""
+    options = options or PreviewOptions()
+    git = Git(repo)
+    try:
+        base_sha, head_sha = git.resolve(base_ref), git.resolve(head_ref)
+    except GitError as exc:
+        raise PreviewError(str(exc)) from None
+    options.cache_dir.mkdir(parents=True, exist_ok=True)
+    exports = ExportCache(options.cache_dir / "exports")
+    base = _load_side(git, exports, base_sha)
+    head = _load_side(git, exports, head_sha)
+
+    report = Report(base=base_sha, head=head_sha, verdict="pass")
+    if base.config is None:
+        # Without the base's gate settings there is no trustworthy gate: fail closed.
+        report.errors.append(f"base revision: {base.config_error}")
+    if head.config is None:
+        report.errors.append(f"head revision: {head.config_error}")
+
+    gate = base.config or RepoConfig()
+    report.apps = _preview_apps(git, base, head, gate, options)
+    report.signatures = _check_signatures(git, base_sha, head_sha, gate, options)
+    report.verdict = overall_verdict(report)
+    return report
+
+
+def overall_verdict(report: Report) -> str:
+    verdicts = [app.policy.verdict for app in report.apps]
+    if report.errors or any(app.status == "error" for app in report.apps):
+        verdicts.append("fail")
+    if report.signatures.verdict == "fail":
+        verdicts.append("fail")
+    return worst_verdict(verdicts)
+
+
+def _load_side(git: Git, exports: ExportCache, sha: str) -> _Side:
+    root = exports.get(git, sha)
+    raw = git.read_file(sha, REPO_CONFIG_FILE)
+    if raw is None:
+        return _Side(sha, root, None, f"{REPO_CONFIG_FILE} not found")
+    try:
+        return _Side(sha, root, parse_repo_config(raw, REPO_CONFIG_FILE), None)
+    except ConfigError as exc:
+        return _Side(sha, root, None, str(exc))
+
+
+def _preview_apps(
+    git: Git, base: _Side, head: _Side, gate: RepoConfig, options: PreviewOptions
+) -> list[AppReport]:
+    base_apps = {a.name: a for a in (base.config.apps if base.config else ())}
+    head_apps = {a.name: a for a in (head.config.apps if head.config else ())}
+    names = sorted(base_apps.keys() | head_apps.keys())
+    if options.only_apps:
+        names = [n for n in names if n in options.only_apps]
+
+    selected = (
+        set(names)
+        if options.all_apps
+        else _affected(git, base, head, base_apps, head_apps, options)
+    )
+    selected &= set(names)
+    if not selected:
+        return []
+
+    cache = RenderCache(options.cache_dir / "renders")
+    render = _Renderer(cache, options)
+    base_renders = render.many([base_apps[n] for n in selected if n in base_apps], base.root)
+    head_renders = render.many([head_apps[n] for n in selected if n in head_apps], head.root)
+
+    secret_key = load_or_create_key(options.cache_dir / "fingerprint.key")
+    sources = load_policy_sources(git, base.sha, gate.policy.paths)
+    engine = make_engine(
+        options.policy_backend, sources, package=gate.policy.package, opa_url=options.opa_url
+    )
+    try:
+        return [
+            _app_report(name, base_renders.get(name), head_renders.get(name), engine, secret_key)
+            for name in sorted(selected)
+        ]
+    finally:
+        engine.close()
+
+
+def _affected(
+    git: Git,
+    base: _Side,
+    head: _Side,
+    base_apps: dict[str, App],
+    head_apps: dict[str, App],
+    options: PreviewOptions,
+) -> set[str]:
+    changed = git.changed_files(base.sha, head.sha)
+    # Apps added, removed or redefined in .sluice.yaml are affected by definition.
+    redefined = {
+        n for n in base_apps.keys() | head_apps.keys() if base_apps.get(n) != head_apps.get(n)
+    }
+    apps = list({**base_apps, **head_apps}.values())
+    touched = affected_apps(apps, changed, base.root, head.root)
+    return redefined | set(touched) | set(options.extra_apps)
+
+
+@dataclass
+class _Renderer:
+    cache: RenderCache
+    options: PreviewOptions
+
+    def many(self, apps: Iterable[App], root: Path) -> dict[str, RenderedApp]:
+        rendered = render_apps(
+            list(apps),
+            root,
+            limits=self.options.limits,
+            cache=self.cache,
+            workers=self.options.workers,
+        )
+        return {r.app.name: r for r in rendered}
+
+
+def _app_report(
+    name: str, base: RenderedApp | None, head: RenderedApp | None, engine, secret_key: bytes
+) -> AppReport:
+    current = head or base
+    assert current is not None
+    app = current.app
+    report = AppReport(name=name, path=app.path, renderer=current.renderer, status="unchanged")
+    if head is not None and head.error:
+        report.status = "error"
+        report.error = head.error
+        report.policy = PolicyResult(verdict="pass")
+        return report
+
+    base_objects = _normalized(base) if base is not None and not base.error else []
+    head_objects = _normalized(head) if head is not None else []
+    report.changes = diff_objects(base_objects, head_objects, secret_key=secret_key)
+    if base is not None and base.error:
+        report.error = f"base revision did not render ({base.error}); diff is against nothing"
+    if head is None:
+        report.status = "removed"
+    elif base is None:
+        report.status = "added"
+    elif report.changes:
+        report.status = "changed"
+
+    if head is not None:
+        meta = {"name": app.name, "path": app.path, "namespace": app.namespace}
+        report.policy = engine.evaluate(head_objects, meta)
+    return report
+
+
+def _normalized(rendered: RenderedApp) -> list[dict]:
+    return [normalize(obj, rendered.app.namespace) for obj in rendered.objects]
+
+
+def load_policy_sources(git: Git, sha: str, paths: Iterable[str]) -> dict[str, str]:
+    """Every ``*.rego`` (not ``*_test.rego``) under ``paths`` at ``sha``."""
+    sources: dict[str, str] = {}
+    for path in paths:
+        prefix = path.strip("/")
+        for entry in git.tree(sha, prefix):
+            name = entry.path
+            if (
+                entry.kind == "blob"
+                and not entry.is_symlink
+                and name.endswith(POLICY_SUFFIX)
+                and not name.endswith(POLICY_TEST_SUFFIX)
+            ):
+                blob = git.read_file(sha, name)
+                if blob is not None:
+                    sources[name] = blob.decode("utf-8", errors="replace")
+    return sources
+
+
+def _check_signatures(
+    git: Git, base_sha: str, head_sha: str, gate: RepoConfig, options: PreviewOptions
+):
+    keys = TrustedKeys.load(options.keys_dir) if options.keys_dir else TrustedKeys.empty()
+    with SignatureVerifier(keys, cache_dir=options.cache_dir / "signatures") as verifier:
+        return verifier.verify(git, base_sha, head_sha, gate.signatures.mode)

@@ -1,0 +1,98 @@
+"""Confined access to an exported revision: nothing may resolve outside its root.
+
+Every path a render touches goes through :class:`ExportTree`, which rejects
+absolute paths, ``..`` escapes and symlinks whose target lies outside the
+export, and enforces the per-file size limit before reading.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from pathlib import Path
+
+from bot.render.limits import RenderError, RenderLimits
+
+
+class ExportTree:
+    """A directory produced by ``Git.export``; paths are repo-relative POSIX strings."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.realpath(root))
+        if not self.root.is_dir():
+            raise RenderError(f"export root {root} is not a directory")
+
+    def join(self, base: str, ref: str, what: str) -> str:
+        """``ref`` (relative to the repo directory ``base``) as a normalized repo path.
+
+        Lexical check only; :meth:`real` checks symlinks.
+        """
+        if not ref or ref.startswith("/") or "\x00" in ref or "\\" in ref:
+            raise RenderError(f"{what}: {ref!r} must be a relative path inside the repository")
+        joined = posixpath.normpath(posixpath.join(base, ref))
+        if joined == ".." or joined.startswith("../"):
+            raise RenderError(f"{what}: {ref!r} leaves the repository")
+        return "" if joined == "." else joined
+
+    def real(self, rel: str, what: str) -> Path:
+        """The resolved location of ``rel``; refuses one that resolves outside the root."""
+        path = self.root / rel if rel else self.root
+        resolved = Path(os.path.realpath(path))
+        if resolved != self.root and self.root not in resolved.parents:
+            raise RenderError(f"{what}: {rel or '.'} resolves outside the repository (symlink)")
+        return resolved
+
+    def relative(self, resolved: Path) -> str:
+        return resolved.relative_to(self.root).as_posix() if resolved != self.root else ""
+
+    def inputs_for(self, rel: str, what: str) -> set[str]:
+        """``rel`` plus, when it is reached through a symlink, where it really lives."""
+        return {rel, self.relative(self.real(rel, what))}
+
+    def is_file(self, rel: str, what: str) -> bool:
+        return self.real(rel, what).is_file()
+
+    def is_dir(self, rel: str, what: str) -> bool:
+        return self.real(rel, what).is_dir()
+
+    def read_bytes(self, rel: str, limits: RenderLimits, what: str | None = None) -> bytes:
+        what = what or rel
+        resolved = self.real(rel, what)
+        try:
+            info = resolved.stat()
+        except FileNotFoundError:
+            raise RenderError(f"{what}: file not found") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise RenderError(f"{what}: not a regular file")
+        if info.st_size > limits.max_file_bytes:
+            raise RenderError(
+                f"{what}: file is {info.st_size} bytes, over the {limits.max_file_bytes}-byte limit"
+            )
+        return resolved.read_bytes()
+
+    def walk(self, rel: str, what: str) -> list[str]:
+        """Every file under directory ``rel`` (recursively, sorted), as repo paths.
+
+        Symlinked directories inside the root are followed once; any symlink
+        pointing outside the root is an error, even if nothing would read it.
+        """
+        found: list[str] = []
+        seen: set[Path] = set()
+        pending = [rel]
+        while pending:
+            current = pending.pop()
+            resolved = self.real(current, what)
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            with os.scandir(resolved) as entries:
+                names = sorted(entry.name for entry in entries)
+            for name in names:
+                child = posixpath.join(current, name) if current else name
+                child_real = self.real(child, what)
+                if child_real.is_dir():
+                    pending.append(child)
+                elif child_real.is_file():
+                    found.append(child)
+        return sorted(found)

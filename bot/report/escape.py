@@ -1,0 +1,75 @@
+"""Escaping for untrusted text (object names, policy messages, errors) in Markdown.
+
+Everything that comes from a repository is untrusted: it must not open HTML, break
+out of a table cell or a code block, or mention people.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+# CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones
+# that can start Markdown syntax somewhere in a line or a table cell.
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|~:")
+_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;"}
+_ZERO_WIDTH_SPACE = "\u200b"
+_BACKTICK_RUN = re.compile(r"`+")
+_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
+
+
+def one_line(value: str) -> str:
+    return _LINE_BREAKS.sub(" ", value)
+
+
+def truncate(value: str, limit: int) -> str:
+    if len(value) <= limit:
+        return value
+    return value[: max(limit - 1, 0)] + "…"
+
+
+def text(value: str) -> str:
+    """Plain text for a Markdown paragraph or table cell, shown exactly as written."""
+    out: list[str] = []
+    for ch in one_line(value):
+        if ch in _ENTITIES:
+            out.append(_ENTITIES[ch])
+        elif ch in _MARKDOWN_SPECIAL:
+            out.append("\\" + ch)
+        elif ch == "@":
+            # "@name" would notify a user or team; the zero-width space keeps it inert.
+            out.append("@" + _ZERO_WIDTH_SPACE)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def code(value: str, *, in_table: bool = False) -> str:
+    """An inline code span holding ``value`` verbatim (code spans never render HTML
+    or mentions). In a table, ``|`` must still be escaped: GFM splits cells first."""
+    value = one_line(value)
+    longest = max((len(m) for m in _BACKTICK_RUN.findall(value)), default=0)
+    ticks = "`" * (longest + 1)
+    if value.startswith("`") or value.endswith("`") or not value.strip():
+        value = f" {value} "
+    if in_table:
+        value = value.replace("|", "\\|")
+    return f"{ticks}{value}{ticks}"
+
+
+def html_code(value: str) -> str:
+    """``<code>`` for use inside raw HTML such as ``<summary>``."""
+    return f"<code>{html.escape(one_line(value), quote=True)}</code>"
+
+
+def fence_for(body: str, char: str = "`") -> str:
+    """A code fence longer than any run of ``char`` inside ``body``."""
+    longest = max((len(m) for m in re.findall(re.escape(char) + "+", body)), default=0)
+    return char * max(3, longest + 1)
+
+
+def code_block(body: str, info: str = "") -> str:
+    fence = fence_for(body)
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return f"{fence}{info}\n{body}{fence}\n"
