@@ -6,6 +6,7 @@ working tree, so what Sluice renders is exactly what was committed.
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
@@ -159,3 +160,89 @@ class ExportCache:
             if dest.is_dir():
                 return dest
             raise
+
+
+class Mirrors:
+    """Bare mirrors of remote repositories, one per repo, fetched on demand.
+
+    Credentials travel in an ``http.extraHeader`` passed through the
+    environment, so they never appear in a command line, a remote URL or a log.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, key: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+        return self.root / f"{safe}.git"
+
+    def fetch(
+        self,
+        key: str,
+        url: str,
+        wants: list[str],
+        *,
+        auth: tuple[str, str] | None = None,
+    ) -> Git:
+        """Make sure every ref or SHA in ``wants`` is present in the mirror for ``key``."""
+        path = self.path_for(key)
+        if not path.exists():
+            tmp = Path(tempfile.mkdtemp(prefix=".mirror-", dir=self.root))
+            Git(tmp).run("init", "--bare", "-q")
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent fetch created it first
+        git = Git(path)
+        missing = [w for w in wants if not _has_commit(git, w)]
+        if missing:
+            refspecs = [w if _looks_like_sha(w) else f"+{w}:{w}" for w in missing]
+            _fetch(git, url, refspecs, auth)
+        return git
+
+
+def _looks_like_sha(value: str) -> bool:
+    return len(value) in (40, 64) and all(c in "0123456789abcdef" for c in value)
+
+
+def _has_commit(git: Git, want: str) -> bool:
+    if not _looks_like_sha(want):
+        return False
+    out = git.run("cat-file", "-t", want, check=False)
+    return out.strip() == b"commit"
+
+
+def _fetch(git: Git, url: str, refspecs: list[str], auth: tuple[str, str] | None) -> None:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}",
+            }
+        )
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(git.path), "fetch", "--quiet", "--no-tags", url, *refspecs],
+            capture_output=True,
+            env=env,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git fetch timed out after {GIT_TIMEOUT_S}s") from None
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        # git never prints the extra header, but the URL may carry userinfo: drop it.
+        detail = lines[-1] if lines else str(proc.returncode)
+        raise GitError(f"git fetch failed: {_strip_userinfo(detail, url)}")
+
+
+def _strip_userinfo(text: str, url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        userinfo, _, host = rest.partition("@")
+        text = text.replace(url, f"{scheme}://{host}").replace(userinfo, "***")
+    return text

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from bot.forge.base import Permission
@@ -17,8 +18,8 @@ class CommandSpec:
     args: ArgKind
     summary: str
     default_level: Permission
-    # Option name (without "--") -> metavar, for options that take a value.
-    options: dict[str, str] = field(default_factory=dict)
+    # (option name without "--", metavar) for options that take a value.
+    options: tuple[tuple[str, str], ...] = ()
     deploys: bool = False  # changes what runs in a cluster: never from a fork
 
     @property
@@ -28,7 +29,7 @@ class CommandSpec:
             parts.append("[app…]")
         elif self.args == "reason":
             parts.append("[reason…]")
-        parts.extend(f"[--{opt} {metavar}]" for opt, metavar in self.options.items())
+        parts.extend(f"[--{opt} {metavar}]" for opt, metavar in self.options)
         return " ".join(parts)
 
 
@@ -66,7 +67,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "Roll the affected (or the named) apps back to the previous approved revision, "
         "or to REV.",
         Permission.WRITE,
-        options={"to": "REV"},
+        options=(("to", "REV"),),
         deploys=True,
     ),
 )
@@ -74,7 +75,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
 COMMAND_NAMES: tuple[str, ...] = tuple(spec.name for spec in COMMANDS)
 
 # Words people type for a command under another tool's name.
-ALIASES: dict[str, str] = {
+ALIASES: MappingProxyType[str, str] = MappingProxyType(
+    {
     "deploy": "sync",
     "apply": "sync",
     "plan": "diff",
@@ -83,7 +85,8 @@ ALIASES: dict[str, str] = {
     "undo": "rollback",
     "approve": "approve-policy",
     "override": "approve-policy",
-}
+    }
+)
 
 
 def spec_for(name: str) -> CommandSpec | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -54,10 +55,8 @@ def load_or_create_key(path: Path) -> bytes:
             fh.flush()
             os.fsync(fh.fileno())
         # link() fails if the name exists: the first writer wins, everyone reads its key.
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
-        except FileExistsError:
-            pass
     finally:
         tmp.unlink(missing_ok=True)
     return _read_key(path)
@@ -172,9 +171,7 @@ def _mask_embedded(node: Any, key: bytes) -> Any:
         return node
     out: dict[str, Any] = {}
     for k, v in node.items():
-        if k in ("data", "stringData") and isinstance(v, dict):
-            out[k] = _mask_values(v, key, base64_encoded=k == "data")
-        elif k in ("data", "stringData") and is_secret(node):
+        if k in ("data", "stringData") and (isinstance(v, dict) or is_secret(node)):
             out[k] = _mask_values(v, key, base64_encoded=k == "data")
         elif k == "annotations" and isinstance(v, dict):
             out[k] = {n: _mask_annotation(n, a, key) for n, a in v.items()}

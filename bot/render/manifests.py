@@ -34,9 +34,7 @@ def load_manifests(text: bytes | str, source: str, limits: RenderLimits) -> list
     oversized input, non-mapping documents and objects without
     ``apiVersion``, ``kind`` or ``metadata.name``.
     """
-    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
-    if size > limits.max_file_bytes:
-        raise RenderError(f"{source}: file is {size} bytes, over the {limits.max_file_bytes}-byte limit")
+    _check_size(text, source, limits)
     objects: list[K8sObject] = []
     budget = _NodeBudget(limits.max_yaml_nodes, source)
     loader = _ManifestLoader(text)
@@ -59,9 +57,7 @@ def load_manifests(text: bytes | str, source: str, limits: RenderLimits) -> list
 
 def load_yaml_document(text: bytes | str, source: str, limits: RenderLimits) -> Any:
     """One YAML document (e.g. a Helm values file or a kustomization), with the same guards."""
-    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
-    if size > limits.max_file_bytes:
-        raise RenderError(f"{source}: file is {size} bytes, over the {limits.max_file_bytes}-byte limit")
+    _check_size(text, source, limits)
     loader = _ManifestLoader(text)
     try:
         node = loader.get_single_node()
@@ -69,6 +65,20 @@ def load_yaml_document(text: bytes | str, source: str, limits: RenderLimits) -> 
             return None
         _NodeBudget(limits.max_yaml_nodes, source).charge(node)
         return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise RenderError(describe_yaml_error(exc, source)) from None
+    finally:
+        loader.dispose()
+
+
+def check_yaml_stream(text: bytes | str, source: str, limits: RenderLimits) -> None:
+    """Refuse malformed YAML or an alias bomb in a stream whose shape is not checked."""
+    _check_size(text, source, limits)
+    budget = _NodeBudget(limits.max_yaml_nodes, source)
+    loader = _ManifestLoader(text)
+    try:
+        while loader.check_node():
+            budget.charge(loader.get_node())
     except yaml.YAMLError as exc:
         raise RenderError(describe_yaml_error(exc, source)) from None
     finally:
@@ -83,6 +93,14 @@ def describe_yaml_error(exc: yaml.YAMLError, source: str) -> str:
     where = f": line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or "invalid YAML"
     return f"{source}{where}: {redact_quoted(problem)}"
+
+
+def _check_size(text: bytes | str, source: str, limits: RenderLimits) -> None:
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.max_file_bytes:
+        raise RenderError(
+            f"{source}: file is {size} bytes, over the {limits.max_file_bytes}-byte limit"
+        )
 
 
 def redact_quoted(message: str) -> str:

@@ -1,0 +1,306 @@
+"""Find chat-ops commands in a PR comment.
+
+A command is a line that starts with ``/name`` (at most three spaces of
+indentation) or with ``@<bot-login> name``. Lines that Markdown renders as
+something other than plain paragraph text never carry commands: block quotes
+(including their lazy continuation lines), fenced and indented code blocks,
+HTML comments, and lines that begin inside an inline code span. When in doubt
+a line is not a command: a missed command is re-typed, a phantom one deploys.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+
+from bot.commands.spec import CommandSpec, spec_for
+
+MAX_COMMANDS = 20
+MAX_APPS = 50
+MAX_REASON_CHARS = 500
+
+# The same rule .sluice.yaml applies to app names (bot.config.repo).
+_APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+# A git revision: a SHA, tag, branch or HEAD~n; never an option, never a range.
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/~^-]{0,199}$")
+_WORD = r"[A-Za-z][A-Za-z0-9_-]{0,63}"
+_SLASH_COMMAND = re.compile(rf"/({_WORD})(?:[ \t]+(.*))?$")
+_MENTION = re.compile(r"@(\S+)(?:[ \t]+(.*))?$")
+_MENTION_COMMAND = re.compile(rf"/?({_WORD})(?:[ \t]+(.*))?$")
+# Only CR, LF and CRLF end a Markdown line (not str.splitlines()'s Unicode separators).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LIST_MARKERS = r"(?:(?:[-+*]|\d{1,9}[.)])[ \t]+)*"
+_FENCE_OPEN = re.compile(rf"^( {{0,3}}{_LIST_MARKERS})(`{{3,}}|~{{3,}})(.*)$")
+_QUOTE = re.compile(r"^ {0,3}>")
+_HTML_COMMENT_OPEN = re.compile(r"^ {0,3}<!--")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class ParsedCommand:
+    """A well-formed command. ``args`` are app names (validated in form only)."""
+
+    name: str  # without the slash, e.g. "sync"
+    args: tuple[str, ...] = ()
+    options: dict[str, str] = field(default_factory=dict)  # e.g. {"to": "v1.2.0"}
+    raw: str = ""  # the line as written
+    line: int = 0  # 1-based line number in the comment
+    reason: str = ""  # free text of /approve-policy
+
+
+@dataclass(frozen=True)
+class UnknownCommand:
+    name: str
+    raw: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class CommandError:
+    """A known command written wrongly; ``message`` says what and how to fix it."""
+
+    name: str
+    message: str
+    raw: str = ""
+    line: int = 0
+
+
+Parsed = ParsedCommand | UnknownCommand | CommandError
+
+
+def parse_commands(body: str, bot_login: str | None) -> list[Parsed]:
+    """Every command in ``body``, in order of appearance."""
+    found: list[Parsed] = []
+    for number, text in command_lines(body):
+        parsed = _parse_line(text, number, bot_login)
+        if parsed is not None:
+            found.append(parsed)
+    if len(found) > MAX_COMMANDS:
+        # Nothing half-applied: a flood of commands runs none of them.
+        return [
+            CommandError(
+                name="",
+                message=f"this comment holds {len(found)} commands; at most {MAX_COMMANDS} "
+                "are accepted in one comment, so none of them were run",
+            )
+        ]
+    return found
+
+
+def command_lines(body: str) -> list[tuple[int, str]]:
+    """(1-based line number, line) for every line whose start Markdown renders as plain text."""
+    lines = _LINE_BREAK.split(body)
+    candidates: list[tuple[int, str]] = []
+    paragraph: list[tuple[int, str]] = []
+    fence: tuple[str, int, int] | None = None  # (char, length, max closing indent)
+    in_html_comment = False
+    lazy_quote = False
+
+    def close_paragraph() -> None:
+        candidates.extend(_outside_code_spans(paragraph))
+        paragraph.clear()
+
+    for index, line in enumerate(lines):
+        number = index + 1
+        if fence is not None:
+            if _closes_fence(line, fence):
+                fence = None
+            continue
+        if in_html_comment:
+            in_html_comment = "-->" not in line
+            continue
+        if not line.strip():
+            close_paragraph()
+            lazy_quote = False
+            continue
+        opened = _FENCE_OPEN.match(line)
+        if opened and not (opened.group(2)[0] == "`" and "`" in opened.group(3)):
+            close_paragraph()
+            lazy_quote = False
+            prefix, run = opened.group(1), opened.group(2)
+            closing_indent = 3 if prefix.strip() == "" else len(prefix.expandtabs(4)) + 3
+            fence = (run[0], len(run), closing_indent)
+            continue
+        if _QUOTE.match(line):
+            close_paragraph()
+            lazy_quote = bool(line.lstrip(" >\t"))
+            continue
+        if lazy_quote:
+            continue  # a lazy continuation line: rendered inside the quote above
+        if _HTML_COMMENT_OPEN.match(line):
+            close_paragraph()
+            in_html_comment = "-->" not in line[line.index("<!--") + 4 :]
+            continue
+        if _indent(line) >= 4 and not paragraph:
+            continue  # an indented code block (it cannot interrupt a paragraph)
+        paragraph.append((number, line))
+    close_paragraph()
+    return candidates
+
+
+def _indent(line: str) -> int:
+    stripped = line.lstrip(" \t")
+    return len(line[: len(line) - len(stripped)].expandtabs(4))
+
+
+def _closes_fence(line: str, fence: tuple[str, int, int]) -> bool:
+    char, length, max_indent = fence
+    stripped = line.lstrip(" ")
+    if len(line) - len(stripped) > max_indent:
+        return False
+    run = len(stripped) - len(stripped.lstrip(char))
+    return run >= length and not stripped[run:].strip()
+
+
+def _outside_code_spans(paragraph: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The paragraph's lines that do not start inside an inline code span."""
+    if not paragraph:
+        return []
+    text = "\n".join(line for _, line in paragraph)
+    spans = _code_spans(text)
+    kept = []
+    offset = 0
+    for number, line in paragraph:
+        if not any(start < offset < end for start, end in spans):
+            kept.append((number, line))
+        offset += len(line) + 1
+    return kept
+
+
+def _code_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) of each inline code span, per CommonMark's backtick-run matching."""
+    runs: list[tuple[int, int]] = []  # (position, length) of backtick runs
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2  # an escaped character, possibly a backtick, is literal
+            continue
+        if text[i] != "`":
+            i += 1
+            continue
+        j = i
+        while j < len(text) and text[j] == "`":
+            j += 1
+        runs.append((i, j - i))
+        i = j
+    by_length: dict[int, list[int]] = {}
+    for index, (_, length) in enumerate(runs):
+        by_length.setdefault(length, []).append(index)
+
+    spans = []
+    index = 0
+    while index < len(runs):
+        start, length = runs[index]
+        same = by_length[length]
+        k = bisect.bisect_right(same, index)
+        if k == len(same):
+            index += 1  # no closing run: the backticks are literal
+            continue
+        closer = same[k]
+        close_start, close_length = runs[closer]
+        spans.append((start, close_start + close_length))
+        index = closer + 1
+    return spans
+
+
+def _parse_line(text: str, number: int, bot_login: str | None) -> Parsed | None:
+    if _indent(text) > 3:
+        return None  # indented code, or a tab (which Markdown counts as four columns)
+    line = text.strip()
+    if line.startswith("/"):
+        match = _SLASH_COMMAND.match(line)
+    elif bot_login and line.startswith("@"):
+        rest = _after_mention(line, bot_login)
+        match = _MENTION_COMMAND.match(rest) if rest else None
+    else:
+        return None
+    if match is None:
+        return None
+    word, rest_of_line = match.group(1), (match.group(2) or "").strip()
+    name = word.lower()
+    spec = spec_for(name)
+    if spec is None:
+        return UnknownCommand(name=word, raw=line, line=number)
+    return _parse_arguments(spec, rest_of_line, line, number)
+
+
+def _after_mention(line: str, bot_login: str) -> str | None:
+    """The text after a leading ``@bot-login``, or None if the line does not address the bot."""
+    match = _MENTION.match(line)
+    if match is None:
+        return None
+    login = bot_login.lower()
+    # A GitHub App posts as "name[bot]" but people address it as "@name".
+    if match.group(1).lower() not in {login, login.removesuffix("[bot]")}:
+        return None
+    return (match.group(2) or "").strip() or None
+
+
+def _parse_arguments(spec: CommandSpec, rest: str, raw: str, number: int) -> Parsed:
+    def error(message: str) -> CommandError:
+        return CommandError(name=spec.name, message=message, raw=raw, line=number)
+
+    if spec.args == "reason":
+        reason = _clean_reason(rest)
+        if len(reason) > MAX_REASON_CHARS:
+            return error(
+                f"the reason for /{spec.name} is {len(reason)} characters long; "
+                f"keep it under {MAX_REASON_CHARS}"
+            )
+        return ParsedCommand(name=spec.name, raw=raw, line=number, reason=reason)
+
+    args: list[str] = []
+    options: dict[str, str] = {}
+    known = dict(spec.options)
+    tokens = rest.split()
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if spec.args == "none":
+            break  # "/help me" is still /help; the words carry nothing
+        if token.startswith("-"):
+            option, has_value, value = token.lstrip("-").partition("=")
+            if not token.startswith("--") or option not in known:
+                return error(f"/{spec.name} has no option {_show(token)}; usage: `{spec.usage}`")
+            if option in options:
+                return error(f"--{option} is given twice; usage: `{spec.usage}`")
+            if not has_value:
+                if i == len(tokens) or tokens[i].startswith("-"):
+                    return error(f"--{option} needs a value; usage: `{spec.usage}`")
+                value = tokens[i]
+                i += 1
+            if not _REVISION.match(value) or ".." in value or "@{" in value:
+                return error(
+                    f"{_show(value)} is not a revision --{option} accepts "
+                    "(a commit SHA, tag or branch name)"
+                )
+            options[option] = value
+            continue
+        if not _APP_NAME.match(token):
+            return error(
+                f"{_show(token)} is not a valid app name "
+                "(lowercase letters, digits, '.', '_' and '-')"
+            )
+        if token not in args:
+            args.append(token)
+    if len(args) > MAX_APPS:
+        return error(f"/{spec.name} names {len(args)} apps; at most {MAX_APPS} at once")
+    return ParsedCommand(
+        name=spec.name, args=tuple(args), options=options, raw=raw, line=number
+    )
+
+
+def _clean_reason(text: str) -> str:
+    reason = _CONTROL.sub("", text).strip()
+    if len(reason) >= 2 and reason[0] == reason[-1] and reason[0] in "\"'":
+        reason = reason[1:-1].strip()
+    return reason
+
+
+def _show(token: str) -> str:
+    """User input quoted for a reply: inert in Markdown (no mentions, no markup)."""
+    shown = token if len(token) <= 40 else token[:40] + "…"
+    return "`" + shown.replace("`", "'") + "`"
+

