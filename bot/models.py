@@ -176,9 +176,12 @@ class Report:
     signatures: SignatureReport = field(default_factory=SignatureReport)
     # Problems that belong to no single app (e.g. a broken .sluice.yaml).
     errors: list[str] = field(default_factory=list)
+    # Set when a policy owner overrode this head's deny violations (bot.overrides):
+    # {"by", "reason", "head", "at", "violations"}; the key is absent from JSON otherwise.
+    override: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "base": self.base,
             "head": self.head,
             "verdict": self.verdict,
@@ -186,3 +189,16 @@ class Report:
             "signatures": self.signatures.to_dict(),
             "errors": list(self.errors),
         }
+        if self.override is not None:
+            out["override"] = dict(self.override)
+        return out
+
+
+def overall_verdict(report: Report) -> str:
+    """The report's verdict from its parts: any app, report error or bad signature fails it."""
+    verdicts = [app.policy.verdict for app in report.apps]
+    if report.errors or any(app.status == "error" for app in report.apps):
+        verdicts.append("fail")
+    if report.signatures.verdict == "fail":
+        verdicts.append("fail")
+    return worst_verdict(verdicts)

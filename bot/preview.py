@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
-from bot.diff import diff_objects, load_or_create_key, normalize
+from bot.diff import diff_objects, load_or_create_key, mask_secret, normalize
 from bot.gitops import ExportCache, Git, GitError
 from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, worst_verdict
 from bot.policy import make_engine
@@ -208,8 +208,10 @@ def _app_report(
         report.status = "changed"
 
     if head is not None:
+        # Policies see masked Secrets: a rule message can then never quote a value.
+        masked = [mask_secret(obj, secret_key) for obj in head_objects]
         meta = {"name": app.name, "path": app.path, "namespace": app.namespace}
-        report.policy = engine.evaluate(head_objects, meta)
+        report.policy = engine.evaluate(masked, meta)
     return report
 
 

@@ -33,7 +33,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LIST_MARKERS = r"(?:(?:[-+*]|\d{1,9}[.)])[ \t]+)*"
 _FENCE_OPEN = re.compile(rf"^( {{0,3}}{_LIST_MARKERS})(`{{3,}}|~{{3,}})(.*)$")
 _QUOTE = re.compile(r"^ {0,3}>")
-_HTML_COMMENT_OPEN = re.compile(r"^ {0,3}<!--")
+_BACKTICKS = re.compile(r"`+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -125,18 +125,28 @@ def command_lines(body: str) -> list[tuple[int, str]]:
         if _QUOTE.match(line):
             close_paragraph()
             lazy_quote = bool(line.lstrip(" >\t"))
+            in_html_comment = _opens_html_comment(line)
             continue
         if lazy_quote:
+            in_html_comment = _opens_html_comment(line)
             continue  # a lazy continuation line: rendered inside the quote above
-        if _HTML_COMMENT_OPEN.match(line):
-            close_paragraph()
-            in_html_comment = "-->" not in line[line.index("<!--") + 4 :]
-            continue
         if _indent(line) >= 4 and not paragraph:
             continue  # an indented code block (it cannot interrupt a paragraph)
+        in_html_comment = _opens_html_comment(line)
+        if line.lstrip(" ").startswith("<!--"):
+            close_paragraph()
+            continue
         paragraph.append((number, line))
+        if in_html_comment:
+            close_paragraph()
     close_paragraph()
     return candidates
+
+
+def _opens_html_comment(line: str) -> bool:
+    """Whether ``line`` leaves an HTML comment open: browsers hide what follows it."""
+    start = line.rfind("<!--")
+    return start >= 0 and "-->" not in line[start + 4 :]
 
 
 def _indent(line: str) -> int:
@@ -157,33 +167,26 @@ def _outside_code_spans(paragraph: list[tuple[int, str]]) -> list[tuple[int, str
     """The paragraph's lines that do not start inside an inline code span."""
     if not paragraph:
         return []
-    text = "\n".join(line for _, line in paragraph)
-    spans = _code_spans(text)
+    spans = iter(_code_spans("\n".join(line for _, line in paragraph)))
+    span = next(spans, None)
     kept = []
     offset = 0
     for number, line in paragraph:
-        if not any(start < offset < end for start, end in spans):
+        while span is not None and span[1] <= offset:
+            span = next(spans, None)
+        if span is None or not span[0] < offset:
             kept.append((number, line))
         offset += len(line) + 1
     return kept
 
 
 def _code_spans(text: str) -> list[tuple[int, int]]:
-    """[start, end) of each inline code span, per CommonMark's backtick-run matching."""
-    runs: list[tuple[int, int]] = []  # (position, length) of backtick runs
-    i = 0
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2  # an escaped character, possibly a backtick, is literal
-            continue
-        if text[i] != "`":
-            i += 1
-            continue
-        j = i
-        while j < len(text) and text[j] == "`":
-            j += 1
-        runs.append((i, j - i))
-        i = j
+    """[start, end) of each inline code span, in order, per CommonMark's backtick runs.
+
+    A backslash escapes the first backtick of an opening run; inside a span,
+    backslashes are literal, so closing runs are never escaped.
+    """
+    runs = [(m.start(), m.end() - m.start()) for m in _BACKTICKS.finditer(text)]
     by_length: dict[int, list[int]] = {}
     for index, (_, length) in enumerate(runs):
         by_length.setdefault(length, []).append(index)
@@ -192,15 +195,19 @@ def _code_spans(text: str) -> list[tuple[int, int]]:
     index = 0
     while index < len(runs):
         start, length = runs[index]
-        same = by_length[length]
+        escapes = start
+        while escapes > 0 and text[escapes - 1] == "\\":
+            escapes -= 1
+        if (start - escapes) % 2:
+            start, length = start + 1, length - 1
+        same = by_length.get(length, [])
         k = bisect.bisect_right(same, index)
-        if k == len(same):
+        if length == 0 or k == len(same):
             index += 1  # no closing run: the backticks are literal
             continue
-        closer = same[k]
-        close_start, close_length = runs[closer]
-        spans.append((start, close_start + close_length))
-        index = closer + 1
+        closer_start, closer_length = runs[same[k]]
+        spans.append((start, closer_start + closer_length))
+        index = same[k] + 1
     return spans
 
 
@@ -249,6 +256,8 @@ def _parse_arguments(spec: CommandSpec, rest: str, raw: str, number: int) -> Par
                 f"keep it under {MAX_REASON_CHARS}"
             )
         return ParsedCommand(name=spec.name, raw=raw, line=number, reason=reason)
+    if spec.args == "none":
+        return ParsedCommand(name=spec.name, raw=raw, line=number)  # "/help me" is still /help
 
     args: list[str] = []
     options: dict[str, str] = {}
@@ -258,8 +267,6 @@ def _parse_arguments(spec: CommandSpec, rest: str, raw: str, number: int) -> Par
     while i < len(tokens):
         token = tokens[i]
         i += 1
-        if spec.args == "none":
-            break  # "/help me" is still /help; the words carry nothing
         if token.startswith("-"):
             option, has_value, value = token.lstrip("-").partition("=")
             if not token.startswith("--") or option not in known:
@@ -287,9 +294,7 @@ def _parse_arguments(spec: CommandSpec, rest: str, raw: str, number: int) -> Par
             args.append(token)
     if len(args) > MAX_APPS:
         return error(f"/{spec.name} names {len(args)} apps; at most {MAX_APPS} at once")
-    return ParsedCommand(
-        name=spec.name, args=tuple(args), options=options, raw=raw, line=number
-    )
+    return ParsedCommand(name=spec.name, args=tuple(args), options=options, raw=raw, line=number)
 
 
 def _clean_reason(text: str) -> str:
@@ -303,4 +308,3 @@ def _show(token: str) -> str:
     """User input quoted for a reply: inert in Markdown (no mentions, no markup)."""
     shown = token if len(token) <= 40 else token[:40] + "…"
     return "`" + shown.replace("`", "'") + "`"
-

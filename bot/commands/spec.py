@@ -64,8 +64,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "rollback",
         "apps",
-        "Roll the affected (or the named) apps back to the previous approved revision, "
-        "or to REV.",
+        "Roll the affected (or the named) apps back to the previous approved revision, or to REV.",
         Permission.WRITE,
         options=(("to", "REV"),),
         deploys=True,
@@ -77,14 +76,14 @@ COMMAND_NAMES: tuple[str, ...] = tuple(spec.name for spec in COMMANDS)
 # Words people type for a command under another tool's name.
 ALIASES: MappingProxyType[str, str] = MappingProxyType(
     {
-    "deploy": "sync",
-    "apply": "sync",
-    "plan": "diff",
-    "preview": "diff",
-    "revert": "rollback",
-    "undo": "rollback",
-    "approve": "approve-policy",
-    "override": "approve-policy",
+        "deploy": "sync",
+        "apply": "sync",
+        "plan": "diff",
+        "preview": "diff",
+        "revert": "rollback",
+        "undo": "rollback",
+        "approve": "approve-policy",
+        "override": "approve-policy",
     }
 )
 

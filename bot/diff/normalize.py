@@ -97,7 +97,9 @@ def is_namespaced(kind: str, cluster_scoped_kinds: frozenset[str] = CLUSTER_SCOP
 
 
 def object_key(obj: K8sObject) -> ObjectKey:
-    metadata = obj.get("metadata") or {}
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     return ObjectKey(
         group=api_group(str(obj.get("apiVersion") or "")),
         kind=str(obj.get("kind") or ""),

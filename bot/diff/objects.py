@@ -44,7 +44,9 @@ def index_objects(
     one wins, as it would when the objects are applied in order; see
     :func:`duplicate_keys` to report such keys."""
     out: dict[ObjectKey, tuple[K8sObject, K8sObject]] = {}
-    for obj in objects:
+    for position, obj in enumerate(objects):
+        if not isinstance(obj, dict):
+            raise ValueError(f"object #{position} is a {type(obj).__name__}, not a mapping")
         norm = normalize(obj, default_namespace)
         out[object_key(norm)] = (norm, mask_secret(norm, secret_key))
     return out

@@ -289,7 +289,7 @@ def run_kustomize(
             )
         except subprocess.TimeoutExpired:
             raise RenderError(
-                f"{directory}: kustomize timed out after {limits.timeout_s:g}s"
+                f"{directory}: render timed out after {limits.timeout_s:g}s"
             ) from None
     if proc.returncode != 0:
         raise RenderError(f"{directory}: kustomize failed: {_clean_error(proc.stderr, tree)}")

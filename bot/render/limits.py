@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MIB = 1024 * 1024
 
@@ -28,3 +28,7 @@ class RenderLimits:
 
     def cache_token(self) -> str:
         return f"{self.max_file_bytes}:{self.max_output_bytes}:{self.max_objects}:{self.max_yaml_nodes}"
+
+    def for_output(self) -> RenderLimits:
+        """Limits for parsing a renderer's output, which may exceed any one input file."""
+        return replace(self, max_file_bytes=self.max_output_bytes)

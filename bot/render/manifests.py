@@ -7,6 +7,7 @@ quote the content (the offending line could belong to a Secret).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -35,6 +36,8 @@ def load_manifests(text: bytes | str, source: str, limits: RenderLimits) -> list
     ``apiVersion``, ``kind`` or ``metadata.name``.
     """
     _check_size(text, source, limits)
+    if source.endswith(".json"):
+        return _load_json(text, source, limits)
     objects: list[K8sObject] = []
     budget = _NodeBudget(limits.max_yaml_nodes, source)
     loader = _ManifestLoader(text)
@@ -52,6 +55,21 @@ def load_manifests(text: bytes | str, source: str, limits: RenderLimits) -> list
         raise RenderError(describe_yaml_error(exc, source)) from None
     finally:
         loader.dispose()
+    return objects
+
+
+def _load_json(text: bytes | str, source: str, limits: RenderLimits) -> list[K8sObject]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RenderError(f"{source}: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise RenderError(f"{source}: not valid UTF-8 text") from None
+    except RecursionError:
+        raise RenderError(f"{source}: JSON is nested too deeply") from None
+    objects = _objects_in(data, source, 1)
+    if len(objects) > limits.max_objects:
+        raise RenderError(f"{source}: more than {limits.max_objects} objects (limit max_objects)")
     return objects
 
 

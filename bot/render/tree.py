@@ -40,7 +40,8 @@ class ExportTree:
         path = self.root / rel if rel else self.root
         resolved = Path(os.path.realpath(path))
         if resolved != self.root and self.root not in resolved.parents:
-            raise RenderError(f"{what}: {rel or '.'} resolves outside the repository (symlink)")
+            where = f"{rel or '.'}" if what == rel else f"{what}: {rel or '.'}"
+            raise RenderError(f"{where} resolves outside the repository (symlink)")
         return resolved
 
     def relative(self, resolved: Path) -> str:
@@ -90,7 +91,7 @@ class ExportTree:
                 names = sorted(entry.name for entry in entries)
             for name in names:
                 child = posixpath.join(current, name) if current else name
-                child_real = self.real(child, what)
+                child_real = self.real(child, child)
                 if child_real.is_dir():
                     pending.append(child)
                 elif child_real.is_file():

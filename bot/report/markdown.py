@@ -44,7 +44,7 @@ def render_markdown(
     command hint) appended at the end; they count against the budget."""
     if budget < MIN_BUDGET:
         raise ValueError(f"budget must be at least {MIN_BUDGET} characters, got {budget}")
-    head = f"{MARKER}\n{headline(report, title)}\n\n"
+    head = f"{MARKER}\n{headline(report, title)}\n\n{_override_note(report)}"
     tail = "".join(f"{paragraph.rstrip()}\n\n" for paragraph in extra or [])
     avail = budget - len(head) - len(tail) - _OMISSION_NOTE_RESERVE
     if avail < 0:
@@ -101,6 +101,18 @@ def headline(report: Report, title: str) -> str:
     return (
         f"{emoji} **{text(title)}: {words}** for "
         f"{code(_short_ref(report.base))}…{code(_short_ref(report.head))}"
+    )
+
+
+def _override_note(report: Report) -> str:
+    override = report.override
+    if not override:
+        return ""
+    by = str(override.get("by") or "unknown")
+    reason = truncate(str(override.get("reason") or ""), MESSAGE_LIMIT)
+    return (
+        f"🔓 **Policy override** by {code(by)} for {code(_short_ref(str(override.get('head', ''))))}"
+        f": {text(reason) or '(no reason given)'}\n\n"
     )
 
 
@@ -227,47 +239,43 @@ def _signature_rows(commits: list[CommitCheck]) -> list[str]:
 
 def _diff_sections(report: Report, avail: int) -> tuple[str, int, int]:
     """The ``<details>`` sections that fit in ``avail`` characters, and how many
-    object diffs (in how many apps) were left out."""
+    object diffs (in how many apps) were left out.
+
+    Objects are taken in order; one that does not fit is skipped, so a single huge
+    diff does not hide the small ones after it."""
     apps = [app for app in report.apps if app.changes]
-    if not apps:
-        return "", 0, 0
     heading = "### Changes\n\n"
-    out: list[str] = []
-    used = len(heading)
-    omitted_changes = 0
-    omitted_apps = set()
+    closing = "</details>\n\n"
     open_attr = " open" if len(apps) == 1 else ""
+    sections: list[str] = []
+    used = len(heading)
+    omitted_changes = omitted_apps = 0
     for app in apps:
         counts = summarize(app.changes)
         opening = (
             f"<details{open_attr}><summary>{html_code(app.name)}: {counts['create']} created, "
             f"{counts['update']} updated, {counts['delete']} deleted</summary>\n\n"
         )
-        closing = "</details>\n\n"
-        if used + len(opening) + len(closing) + _APP_NOTE_RESERVE > avail:
-            omitted_changes += len(app.changes)
-            omitted_apps.add(app.name)
-            continue
-        blocks: list[str] = []
         room = avail - used - len(opening) - len(closing) - _APP_NOTE_RESERVE
-        left_out = 0
+        blocks: list[str] = []
         for change in app.changes:
             block = _object_block(change)
             if len(block) <= room:
                 blocks.append(block)
                 room -= len(block)
-            else:
-                left_out += 1
+        left_out = len(app.changes) - len(blocks)
         if left_out:
             omitted_changes += left_out
-            omitted_apps.add(app.name)
+            omitted_apps += 1
+        if not blocks:
+            continue  # an empty section would only repeat the summary row
+        if left_out:
             blocks.append(f"_… {left_out} {_plural(left_out, 'object diff')} omitted (budget)_\n\n")
         section = opening + "".join(blocks) + closing
-        out.append(section)
+        sections.append(section)
         used += len(section)
-    if not out:
-        return "", omitted_changes, len(omitted_apps)
-    return heading + "".join(out), omitted_changes, len(omitted_apps)
+    body = heading + "".join(sections) if sections else ""
+    return body, omitted_changes, omitted_apps
 
 
 def _object_block(change: ObjectChange) -> str:

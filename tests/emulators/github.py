@@ -53,6 +53,7 @@ import jwt
 
 DOCS = "https://docs.github.com/rest"
 RATE_LIMIT = 5000
+MAX_LISTED_FILES = 3000
 REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
 STATUS_STATES = ("error", "failure", "pending", "success")
 ROLES = ("admin", "maintain", "write", "triage", "read", "none")
@@ -325,7 +326,9 @@ class GitHubEmulator:
         handler = _make_handler(self)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -444,7 +447,10 @@ class GitHubEmulator:
                 state="closed" if merged else state,
                 merged=merged,
                 merge_commit_sha=merge_commit_sha,
-                files=[f if isinstance(f, ChangedFile) else ChangedFile(f, "modified") for f in files or []],
+                files=[
+                    f if isinstance(f, ChangedFile) else ChangedFile(f, "modified")
+                    for f in files or []
+                ],
             )
             self._pulls[(repo, number)] = pull
             return pull
@@ -594,7 +600,10 @@ class GitHubEmulator:
                 "sender": self._user_json(sender or pull.author),
             }
             if installation_id is not None:
-                payload["installation"] = {"id": installation_id, "node_id": f"MDIz{installation_id}"}
+                payload["installation"] = {
+                    "id": installation_id,
+                    "node_id": f"MDIz{installation_id}",
+                }
             return payload
 
     def issue_comment_event(
@@ -631,7 +640,10 @@ class GitHubEmulator:
                 "sender": self._user_json(comment.author),
             }
             if installation_id is not None:
-                payload["installation"] = {"id": installation_id, "node_id": f"MDIz{installation_id}"}
+                payload["installation"] = {
+                    "id": installation_id,
+                    "node_id": f"MDIz{installation_id}",
+                }
             return payload
 
     # -- JSON shapes -----------------------------------------------------------
@@ -855,7 +867,12 @@ class GitHubEmulator:
         return app
 
     def _serve(
-        self, method: str, path: str, query: dict[str, str], body: Any, auth: _Credential | App | None
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: Any,
+        auth: _Credential | App | None,
     ) -> tuple[int, Any, dict[str, str]]:
         for route_method, pattern, handler in _ROUTES:
             if route_method != method:
@@ -992,7 +1009,8 @@ def get_pull(emu: GitHubEmulator, call: _Call, owner: str, name: str, number: st
 
 def list_pull_files(emu: GitHubEmulator, call: _Call, owner: str, name: str, number: str) -> Result:
     pull = _pull(emu, call, owner, name, number)
-    return _paginate(emu, call, [emu._file_json(pull, f) for f in pull.files])
+    listed = pull.files[:MAX_LISTED_FILES]  # GitHub lists at most 3000 files per PR
+    return _paginate(emu, call, [emu._file_json(pull, f) for f in listed])
 
 
 def list_issue_comments(
@@ -1009,7 +1027,9 @@ def create_issue_comment(
     pull = _pull(emu, call, owner, name, number)
     body = _body_field(call, "body")
     moment = _now()
-    comment = IssueComment(emu._next_id(), pull.repo, pull.number, call.user(), body, moment, moment)
+    comment = IssueComment(
+        emu._next_id(), pull.repo, pull.number, call.user(), body, moment, moment
+    )
     emu._comments[comment.id] = comment
     headers = {"Location": emu._comment_json(comment)["url"]}
     return 201, emu._comment_json(comment), headers
@@ -1137,9 +1157,7 @@ def get_permission(emu: GitHubEmulator, call: _Call, owner: str, name: str, user
     )
 
 
-def get_team_membership(
-    emu: GitHubEmulator, call: _Call, org: str, slug: str, user: str
-) -> Result:
+def get_team_membership(emu: GitHubEmulator, call: _Call, org: str, slug: str, user: str) -> Result:
     call.user()
     team = emu._teams.get((org, slug))
     if team is None or user not in team.members:
@@ -1236,7 +1254,11 @@ _ROUTES: list[tuple[str, re.Pattern[str], Callable[..., Result]]] = [
         ),
         ("GET", r"/app", get_app),
         ("GET", _REPO + r"/installation", get_repo_installation),
-        ("POST", r"/app/installations/(?P<installation_id>\d+)/access_tokens", create_installation_token),
+        (
+            "POST",
+            r"/app/installations/(?P<installation_id>\d+)/access_tokens",
+            create_installation_token,
+        ),
     ]
 ]
 
@@ -1282,12 +1304,14 @@ def _make_handler(emu: GitHubEmulator) -> type[BaseHTTPRequestHandler]:
             request_id = secrets.token_hex(8).upper()
             if emu.base_path:
                 if not (path == emu.base_path or path.startswith(emu.base_path + "/")):
+                    headers = {**emu._rate_headers("anonymous"), "X-GitHub-Request-Id": request_id}
                     self._record(method, path, query, 404, None)
-                    self._send(404, {"message": "Not Found", "documentation_url": DOCS}, {})
+                    self._send(404, {"message": "Not Found", "documentation_url": DOCS}, headers)
                     return
                 path = path[len(emu.base_path) :] or "/"
             if emu.latency_s:
                 emu._stopping.wait(emu.latency_s)
+            # Faults come from the infrastructure in front of the API: before auth.
             fault = emu._take_fault(method, path)
             if fault is not None and fault.kind in ("drop", "stall"):
                 self._record(method, path, query, None, None)
@@ -1295,21 +1319,21 @@ def _make_handler(emu: GitHubEmulator) -> type[BaseHTTPRequestHandler]:
                     emu._stopping.wait(fault.seconds)
                 self._drop()
                 return
-            login: str | None = None
+            key, login = "anonymous", None
             try:
-                key, credential = emu._authenticate(self.headers.get("Authorization"))
-                login = credential.login if isinstance(credential, _Credential) else None
                 if fault is not None:
                     status, payload, headers = self._fault_answer(fault, key, request_id)
                 else:
+                    key, credential = emu._authenticate(self.headers.get("Authorization"))
+                    login = credential.login if isinstance(credential, _Credential) else None
                     body = json.loads(raw) if raw else None
                     status, payload, headers = emu._serve(method, path, query, body, credential)
                     headers = {**emu._rate_headers(key), **headers}
             except HTTPError as exc:
-                status, headers = exc.status, emu._rate_headers("anonymous")
+                status, headers = exc.status, emu._rate_headers(key)
                 payload = {"message": exc.message, "documentation_url": DOCS, **exc.extra}
             except json.JSONDecodeError:
-                status, headers = 400, emu._rate_headers("anonymous")
+                status, headers = 400, emu._rate_headers(key)
                 payload = {"message": "Problems parsing JSON", "documentation_url": DOCS}
             headers["X-GitHub-Request-Id"] = request_id
             self._record(method, path, query, status, login)
@@ -1330,7 +1354,12 @@ def _make_handler(emu: GitHubEmulator) -> type[BaseHTTPRequestHandler]:
             return fault.status, {"message": message, "documentation_url": DOCS}, headers
 
         def _record(
-            self, method: str, path: str, query: dict[str, str], status: int | None, login: str | None
+            self,
+            method: str,
+            path: str,
+            query: dict[str, str],
+            status: int | None,
+            login: str | None,
         ) -> None:
             with emu._lock:
                 emu.requests.append(RecordedRequest(method, path, query, status, login))

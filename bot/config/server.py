@@ -1,0 +1,419 @@
+"""The bot server's own settings: environment variables plus an optional YAML file.
+
+The environment alone is enough to start (``SLUICE_DATA_DIR`` plus one forge); the
+file adds per-repo settings, Atlantis-allowlist-like::
+
+    repos:
+      - match: "github:org/*"          # fnmatch glob on the full name, forge prefix optional
+        commands:
+          /sync: {permission: write, users: [alice], teams: [org/deployers]}
+        policy_owners: {users: [carol], teams: [org/security]}
+        draft_previews: true
+        policy_engine: regorus          # regorus | regopy | opa
+        opa_url: http://opa:8181
+
+The first matching entry wins; a repo that matches none gets the defaults.
+Secrets live only in fields excluded from ``repr`` and never appear in errors.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bot.config.repo import POLICY_ENGINES, ConfigError, load_yaml_text
+from bot.forge.base import Permission
+
+ForgeName = Literal["github", "gitlab"]
+FORGES: tuple[ForgeName, ...] = ("github", "gitlab")
+
+DEFAULT_GITHUB_API_URL = "https://api.github.com"
+DEFAULT_GITLAB_URL = "https://gitlab.com"
+DEFAULT_WORKERS = 4
+MAX_WORKERS = 64
+
+#: Minimum repository permission per command when the config file says nothing.
+DEFAULT_COMMAND_PERMISSIONS: Mapping[str, Permission] = {
+    "/help": Permission.READ,
+    "/diff": Permission.READ,
+    "/policy": Permission.READ,
+    "/approve-policy": Permission.MAINTAIN,
+    "/sync": Permission.WRITE,
+    "/rollback": Permission.WRITE,
+}
+#: Commands nobody configured (a typo, a newer command) need at least this.
+FALLBACK_PERMISSION = Permission.WRITE
+POLICY_OWNER_COMMAND = "/approve-policy"
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    api_url: str
+    webhook_secret: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+    app_id: str | None = None
+    app_private_key_file: Path | None = None
+    app_installation_id: int | None = None
+
+    @property
+    def uses_app(self) -> bool:
+        return self.app_id is not None
+
+
+@dataclass(frozen=True)
+class GitLabSettings:
+    url: str
+    webhook_secret: str = field(repr=False)
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CommandRule:
+    """Who may run a command: at least ``permission`` and, when lists are given,
+    one of ``users`` or a member of one of ``teams`` (both conditions hold)."""
+
+    permission: Permission
+    users: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.users or self.teams)
+
+
+@dataclass(frozen=True)
+class PolicyOwners:
+    users: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RepoSettings:
+    match: str = "*"
+    commands: Mapping[str, CommandRule] = field(default_factory=dict)
+    policy_owners: PolicyOwners | None = None
+    draft_previews: bool = True
+    policy_engine: str = "regorus"
+    opa_url: str | None = None
+
+    def matches(self, forge: str, full_name: str) -> bool:
+        pattern = self.match.lower()
+        forge_name, sep, rest = pattern.partition(":")
+        if sep and forge_name in FORGES:
+            if forge_name != forge:
+                return False
+            pattern = rest
+        return fnmatch.fnmatchcase(full_name.lower(), pattern)
+
+    def rule_for(self, command: str) -> CommandRule:
+        """The effective rule for ``command`` (configured, else the default).
+
+        ``/approve-policy`` without its own user/team list is limited to the
+        policy owners when those are configured.
+        """
+        rule = self.commands.get(command)
+        if rule is None:
+            rule = CommandRule(DEFAULT_COMMAND_PERMISSIONS.get(command, FALLBACK_PERMISSION))
+        if command == POLICY_OWNER_COMMAND and self.policy_owners and not rule.restricted:
+            rule = CommandRule(rule.permission, self.policy_owners.users, self.policy_owners.teams)
+        return rule
+
+
+DEFAULT_REPO_SETTINGS = RepoSettings()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    github: GitHubSettings | None = None
+    gitlab: GitLabSettings | None = None
+    #: Why a forge is off, e.g. {"gitlab": "SLUICE_GITLAB_WEBHOOK_SECRET is not set"}.
+    disabled: Mapping[str, str] = field(default_factory=dict)
+    #: Forges that are off although some of their variables are set (a misconfiguration).
+    misconfigured: frozenset[str] = frozenset()
+    trusted_keys: Path | None = None
+    workers: int = DEFAULT_WORKERS
+    bot_login: str | None = None
+    public_url: str | None = None
+    repos: tuple[RepoSettings, ...] = ()
+    config_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], config_file: Path | None = None) -> ServerConfig:
+        env = {k: v.strip() for k, v in environ.items() if k.startswith("SLUICE_") and v.strip()}
+        data_dir = env.get("SLUICE_DATA_DIR")
+        if not data_dir:
+            raise ConfigError(
+                "SLUICE_DATA_DIR is not set: it names the directory for the job database and caches"
+            )
+        disabled: dict[str, str] = {}
+        github = _github_from_env(env, disabled)
+        gitlab = _gitlab_from_env(env, disabled)
+        return cls(
+            data_dir=Path(data_dir),
+            github=github,
+            gitlab=gitlab,
+            disabled=disabled,
+            misconfigured=frozenset(f for f in disabled if _mentions(env, f)),
+            trusted_keys=_trusted_keys(env.get("SLUICE_TRUSTED_KEYS")),
+            workers=_workers(env.get("SLUICE_WORKERS")),
+            bot_login=env.get("SLUICE_BOT_LOGIN"),
+            public_url=env.get("SLUICE_PUBLIC_URL", "").rstrip("/") or None,
+            repos=load_repo_settings(config_file) if config_file else (),
+            config_file=config_file,
+        )
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "sluice.db"
+
+    def forge_enabled(self, forge: str) -> bool:
+        return (forge == "github" and self.github is not None) or (
+            forge == "gitlab" and self.gitlab is not None
+        )
+
+    def webhook_secret(self, forge: str) -> str | None:
+        settings = self.github if forge == "github" else self.gitlab if forge == "gitlab" else None
+        return settings.webhook_secret if settings else None
+
+    def repo_settings(self, forge: str, full_name: str) -> RepoSettings:
+        """Settings of the first ``repos`` entry matching the repo, else the defaults."""
+        return next((r for r in self.repos if r.matches(forge, full_name)), DEFAULT_REPO_SETTINGS)
+
+
+def _github_from_env(env: Mapping[str, str], disabled: dict[str, str]) -> GitHubSettings | None:
+    secret = env.get("SLUICE_GITHUB_WEBHOOK_SECRET")
+    token = env.get("SLUICE_GITHUB_TOKEN")
+    app_id = env.get("SLUICE_GITHUB_APP_ID")
+    key_file = env.get("SLUICE_GITHUB_APP_PRIVATE_KEY_FILE")
+    installation = env.get("SLUICE_GITHUB_APP_INSTALLATION_ID")
+    if not any((secret, token, app_id, key_file)):
+        disabled["github"] = "GitHub is not configured (SLUICE_GITHUB_* variables are not set)"
+        return None
+    if app_id and not key_file:
+        raise ConfigError(
+            "SLUICE_GITHUB_APP_ID is set but SLUICE_GITHUB_APP_PRIVATE_KEY_FILE is not"
+        )
+    if key_file and not app_id:
+        raise ConfigError(
+            "SLUICE_GITHUB_APP_PRIVATE_KEY_FILE is set but SLUICE_GITHUB_APP_ID is not"
+        )
+    if app_id and not app_id.isdigit():
+        raise ConfigError("SLUICE_GITHUB_APP_ID: must be a number")
+    if key_file and not Path(key_file).is_file():
+        raise ConfigError(f"SLUICE_GITHUB_APP_PRIVATE_KEY_FILE: {key_file}: no such file")
+    if installation is not None and not installation.isdigit():
+        raise ConfigError("SLUICE_GITHUB_APP_INSTALLATION_ID: must be a number")
+    if not secret:
+        disabled["github"] = (
+            "SLUICE_GITHUB_WEBHOOK_SECRET is not set: unsigned webhooks are never accepted"
+        )
+        return None
+    if not token and not app_id:
+        disabled["github"] = (
+            "no GitHub credentials: set SLUICE_GITHUB_TOKEN or SLUICE_GITHUB_APP_ID and "
+            "SLUICE_GITHUB_APP_PRIVATE_KEY_FILE"
+        )
+        return None
+    return GitHubSettings(
+        api_url=env.get("SLUICE_GITHUB_API_URL", DEFAULT_GITHUB_API_URL).rstrip("/"),
+        webhook_secret=secret,
+        token=None if app_id else token,
+        app_id=app_id,
+        app_private_key_file=Path(key_file) if key_file else None,
+        app_installation_id=int(installation) if installation else None,
+    )
+
+
+def _gitlab_from_env(env: Mapping[str, str], disabled: dict[str, str]) -> GitLabSettings | None:
+    secret = env.get("SLUICE_GITLAB_WEBHOOK_SECRET")
+    token = env.get("SLUICE_GITLAB_TOKEN")
+    url = env.get("SLUICE_GITLAB_URL")
+    if not any((secret, token, url)):
+        disabled["gitlab"] = "GitLab is not configured (SLUICE_GITLAB_* variables are not set)"
+        return None
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError("SLUICE_GITLAB_URL: must start with https:// or http://")
+    if not secret:
+        disabled["gitlab"] = (
+            "SLUICE_GITLAB_WEBHOOK_SECRET is not set: unauthenticated webhooks are never accepted"
+        )
+        return None
+    if not token:
+        disabled["gitlab"] = "no GitLab credentials: set SLUICE_GITLAB_TOKEN"
+        return None
+    return GitLabSettings(
+        url=(url or DEFAULT_GITLAB_URL).rstrip("/"), webhook_secret=secret, token=token
+    )
+
+
+def _mentions(env: Mapping[str, str], forge: str) -> bool:
+    prefix = f"SLUICE_{forge.upper()}_"
+    return any(key.startswith(prefix) for key in env)
+
+
+def _trusted_keys(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise ConfigError(f"SLUICE_TRUSTED_KEYS: {value}: not a directory")
+    return path
+
+
+def _workers(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_WORKERS
+    if not value.isdigit() or not 1 <= int(value) <= MAX_WORKERS:
+        raise ConfigError(f"SLUICE_WORKERS: must be a whole number from 1 to {MAX_WORKERS}")
+    return int(value)
+
+
+# -- the config file -------------------------------------------------------------------
+
+_REPO_FIELDS = {"match", "commands", "policy_owners", "draft_previews", "policy_engine", "opa_url"}
+_RULE_FIELDS = {"permission", "users", "teams"}
+
+
+def load_repo_settings(path: Path) -> tuple[RepoSettings, ...]:
+    """Parse the server config file; raise ``ConfigError`` on the first problem."""
+    settings, errors = _parse_file(path)
+    if errors:
+        raise ConfigError(errors[0])
+    return settings
+
+
+def check_config_file(path: Path) -> list[str]:
+    """Every problem in the server config file (empty when it is valid)."""
+    return _parse_file(path)[1]
+
+
+def _parse_file(path: Path) -> tuple[tuple[RepoSettings, ...], list[str]]:
+    source = str(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        return (), [f"{source}: cannot read: {exc.strerror}"]
+    try:
+        data = load_yaml_text(text, source)
+    except ConfigError as exc:
+        return (), [str(exc)]
+    if data is None:
+        return (), []
+    if not isinstance(data, dict):
+        return (), [f"{source}: top level must be a mapping"]
+    errors = [
+        f"{source}: unknown field {str(key)!r} (allowed: repos)" for key in data if key != "repos"
+    ]
+    raw_repos = data.get("repos") or []
+    if not isinstance(raw_repos, list):
+        return (), [*errors, f"{source}: repos: must be a list"]
+    settings: list[RepoSettings] = []
+    for index, raw in enumerate(raw_repos):
+        try:
+            settings.append(_parse_repo(raw, f"{source}: repos[{index}]"))
+        except ConfigError as exc:
+            errors.append(str(exc))
+    return tuple(settings), errors
+
+
+def _parse_repo(raw: Any, where: str) -> RepoSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping")
+    match = raw.get("match")
+    if not isinstance(match, str) or not match.strip():
+        raise ConfigError(f"{where}: match: must be a non-empty glob such as 'org/*'")
+    where = f"{where} ({match})"
+    unknown = sorted(str(k) for k in raw if k not in _REPO_FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_REPO_FIELDS))})"
+        )
+    engine = raw.get("policy_engine", "regorus")
+    if engine not in POLICY_ENGINES:
+        raise ConfigError(f"{where}: policy_engine: must be one of {', '.join(POLICY_ENGINES)}")
+    opa_url = raw.get("opa_url")
+    if opa_url is not None and (
+        not isinstance(opa_url, str) or not opa_url.startswith(("http://", "https://"))
+    ):
+        raise ConfigError(f"{where}: opa_url: must be an http:// or https:// URL")
+    if engine == "opa" and not opa_url:
+        raise ConfigError(f"{where}: opa_url: required when policy_engine is opa")
+    draft = raw.get("draft_previews", True)
+    if not isinstance(draft, bool):
+        raise ConfigError(f"{where}: draft_previews: must be true or false")
+    return RepoSettings(
+        match=match.strip(),
+        commands=_parse_commands(raw.get("commands"), f"{where}: commands"),
+        policy_owners=_parse_owners(raw.get("policy_owners"), f"{where}: policy_owners"),
+        draft_previews=draft,
+        policy_engine=engine,
+        opa_url=opa_url,
+    )
+
+
+def _parse_commands(raw: Any, where: str) -> dict[str, CommandRule]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping of command to rule")
+    rules: dict[str, CommandRule] = {}
+    for command, rule in raw.items():
+        if command not in DEFAULT_COMMAND_PERMISSIONS:
+            raise ConfigError(
+                f"{where}: unknown command {str(command)!r} "
+                f"(known: {', '.join(DEFAULT_COMMAND_PERMISSIONS)})"
+            )
+        rules[command] = _parse_rule(rule, f"{where}: {command}")
+    return rules
+
+
+def _parse_rule(raw: Any, where: str) -> CommandRule:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping with permission, users, teams")
+    unknown = sorted(str(k) for k in raw if k not in _RULE_FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field {unknown[0]!r} (allowed: permission, users, teams)"
+        )
+    level = raw.get("permission")
+    if level is None:
+        raise ConfigError(f"{where}: permission: required (read, triage, write, maintain, admin)")
+    if not isinstance(level, str):
+        raise ConfigError(f"{where}: permission: must be a string such as 'write'")
+    try:
+        permission = Permission.parse(level)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: permission: {exc}") from None
+    return CommandRule(
+        permission=permission,
+        users=_names(raw.get("users"), f"{where}: users"),
+        teams=_names(raw.get("teams"), f"{where}: teams"),
+    )
+
+
+def _parse_owners(raw: Any, where: str) -> PolicyOwners | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping with users and/or teams")
+    unknown = sorted(str(k) for k in raw if k not in {"users", "teams"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r} (allowed: teams, users)")
+    owners = PolicyOwners(
+        _names(raw.get("users"), f"{where}: users"), _names(raw.get("teams"), f"{where}: teams")
+    )
+    if not owners.users and not owners.teams:
+        raise ConfigError(f"{where}: must name at least one user or team")
+    return owners
+
+
+def _names(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(v, str) and v.strip() for v in raw):
+        raise ConfigError(f"{where}: must be a list of names")
+    return tuple(v.strip() for v in raw)

@@ -1,0 +1,129 @@
+"""A render cache keyed by content: same inputs, same settings, same engine → same objects.
+
+The key hashes every file the render reads (repo path and bytes), the renderer,
+its settings and the engine version, so one entry serves base and head of any
+PR, and any later run when ``directory`` is kept. Failed renders are never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.models import K8sObject
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    hits: int
+    misses: int
+
+
+class RenderCache:
+    """Rendered objects by content key, in memory or under ``directory`` on disk."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self._memory: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        # key -> [lock, number of callers holding or waiting for it]
+        self._inflight: dict[str, list] = {}
+        self._hits = 0
+        self._misses = 0
+
+    @staticmethod
+    def key(settings: dict[str, object], files: Iterable[tuple[str, bytes]]) -> str:
+        """sha256 over the settings and each (repo path, sha256 of bytes), sorted by path."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps({"format": _FORMAT, **settings}, sort_keys=True).encode())
+        for path, data in sorted(files):
+            digest.update(b"\0" + path.encode("utf-8", "surrogateescape") + b"\0")
+            digest.update(hashlib.sha256(data).digest())
+        return digest.hexdigest()
+
+    @property
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._hits, self._misses)
+
+    def get_or_render(self, key: str, render: Callable[[], list[K8sObject]]) -> list[K8sObject]:
+        """The cached objects for ``key``, else ``render()`` (stored unless it raises).
+
+        Concurrent callers with the same key wait for one render instead of repeating it.
+        """
+        with self._lock:
+            gate = self._inflight.setdefault(key, [threading.Lock(), 0])
+            gate[1] += 1
+        try:
+            with gate[0]:
+                return self._get_or_render_locked(key, render)
+        finally:
+            with self._lock:
+                gate[1] -= 1
+                if gate[1] == 0:
+                    del self._inflight[key]
+
+    def _get_or_render_locked(
+        self, key: str, render: Callable[[], list[K8sObject]]
+    ) -> list[K8sObject]:
+        cached = self._load(key)
+        with self._lock:
+            if cached is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+        if cached is not None:
+            return cached
+        objects = render()
+        self._store(key, objects)
+        return objects
+
+    def _load(self, key: str) -> list[K8sObject] | None:
+        with self._lock:
+            payload = self._memory.get(key)
+        if payload is None and self.directory is not None:
+            try:
+                payload = self._path(key).read_bytes()
+            except FileNotFoundError:
+                return None
+        if payload is None:
+            return None
+        try:
+            objects = json.loads(payload)["objects"]
+        except (ValueError, KeyError, TypeError):
+            return None  # a damaged entry is a miss; the render overwrites it
+        return objects
+
+    def _store(self, key: str, objects: list[K8sObject]) -> None:
+        try:
+            payload = json.dumps({"objects": objects}, separators=(",", ":")).encode()
+        except (TypeError, ValueError):
+            return  # not JSON-representable (e.g. a YAML set): render it every time
+        if self.directory is None:
+            with self._lock:
+                self._memory[key] = payload
+            return
+        path = self._path(key)
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def _path(self, key: str) -> Path:
+        assert self.directory is not None
+        return self.directory / key[:2] / f"{key}.json"

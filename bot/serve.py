@@ -1,0 +1,281 @@
+"""``sluice serve``: the webhook intake and the job worker pool.
+
+Production (``dev=False``) is three processes::
+
+    sluice serve (supervisor) ─┬─ sluice-http: gunicorn master → 1 gthread worker (Flask intake)
+                               └─ sluice-jobs: the WorkerPool (exactly one, restarted if it dies)
+
+The pool lives in its own process so renders never compete with intake for the
+GIL, and so that gunicorn recycling its HTTP worker never starts a second pool.
+The supervisor restarts a dead pool process (its claimed jobs come back when
+their leases expire); if gunicorn exits, the supervisor stops and exits too.
+All shared state is in SQLite, including job metrics and the pool's liveness
+beat, which /metrics and /readyz read from the HTTP process.
+
+``dev=True`` runs Flask's own server with the pool as threads in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from types import FrameType
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from bot.config.server import ServerConfig
+from bot.metrics import Metrics
+from bot.queue import JobQueue
+from bot.web import Readiness, create_app
+from bot.worker import JobRunner, WorkerPool
+
+log = logging.getLogger(__name__)
+
+RunnerFactory = Callable[[ServerConfig], JobRunner]
+
+HTTP_THREADS = 8
+POOL_BEAT_STALE_S = 10.0
+POOL_STOP_TIMEOUT_S = 25.0
+_RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def default_runner(config: ServerConfig) -> JobRunner:
+    """The application's job handlers (``bot.handlers.job_runner``)."""
+    from bot import handlers  # imported late: the HTTP process never needs it
+
+    return handlers.job_runner(config)
+
+
+def run(
+    config: ServerConfig,
+    bind: str = "0.0.0.0:8080",
+    dev: bool = False,
+    *,
+    runner_factory: RunnerFactory = default_runner,
+    http_threads: int = HTTP_THREADS,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    JobQueue(config.db_path)  # create the schema once, before any child races for it
+    for forge, reason in sorted(config.disabled.items()):
+        log.warning("%s webhooks disabled: %s", forge, reason)
+    if dev:
+        return _run_dev(config, bind, runner_factory)
+    return Supervisor(config, bind, runner_factory, http_threads).run()
+
+
+# -- readiness --------------------------------------------------------------------------
+
+
+def pool_readiness(queue: JobQueue, stale_after_s: float = POOL_BEAT_STALE_S) -> Readiness:
+    """Ready when the database answers and a worker pool beat recently with all threads up."""
+
+    def check() -> tuple[bool, str]:
+        ok, reason = queue.ping()
+        if not ok:
+            return ok, reason
+        now = time.time()
+        fresh = [b for b in queue.pool_beats() if now - b.at <= stale_after_s]
+        if not fresh:
+            return False, "no job worker pool is running"
+        if not any(b.alive == b.size for b in fresh):
+            return False, "job worker threads have died"
+        return True, "database ok; job workers alive"
+
+    return check
+
+
+def build_http_app(config: ServerConfig) -> Flask:
+    """The intake app as the HTTP process serves it."""
+    queue = JobQueue(config.db_path)
+    return create_app(config, queue, Metrics(queue), pool_readiness(queue))
+
+
+# -- production: supervisor, gunicorn and the pool process ---------------------------------
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, app_factory: Callable[[], Flask], options: dict[str, Any]):
+        self._app_factory = app_factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self._app_factory()
+
+
+def gunicorn_options(bind: str, http_threads: int) -> dict[str, Any]:
+    # One worker process: webhook counters live in its memory, and intake is light
+    # work that threads cover; the pool does the heavy lifting elsewhere.
+    return {
+        "bind": bind,
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": http_threads,
+        "timeout": 30,
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "sluice-http",
+    }
+
+
+def _http_main(config: ServerConfig, bind: str, http_threads: int) -> None:
+    _setup_child_logging()
+    _Gunicorn(lambda: build_http_app(config), gunicorn_options(bind, http_threads)).run()
+
+
+def _pool_main(config: ServerConfig, runner_factory: RunnerFactory, parent_pid: int) -> None:
+    _setup_child_logging()
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner = runner_factory(config)
+    pool = WorkerPool(
+        JobQueue(config.db_path), runner.handle, config.workers, on_give_up=runner.on_give_up
+    )
+    pool.start()
+    log.info("job worker pool started: %d threads (pid %d)", config.workers, os.getpid())
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            log.error("sluice serve went away; stopping the job workers")
+            break
+    pool.stop(POOL_STOP_TIMEOUT_S)
+    log.info("job worker pool stopped")
+
+
+class Supervisor:
+    """Runs the HTTP and job processes; restarts the job process when it dies."""
+
+    def __init__(
+        self, config: ServerConfig, bind: str, runner_factory: RunnerFactory, http_threads: int
+    ):
+        self.config = config
+        self.bind = bind
+        self.runner_factory = runner_factory
+        self.http_threads = http_threads
+        # spawn: children start clean instead of inheriting this process's state.
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stopping = False
+
+    def run(self) -> int:
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        http = self._start_http()
+        pool = self._start_pool()
+        restarts = 0
+        exit_code = 0
+        try:
+            while not self._stopping:
+                wait([http.sentinel, pool.sentinel], timeout=0.5)
+                if self._stopping:
+                    break
+                if not http.is_alive():
+                    log.error("the HTTP server exited (code %s); stopping", http.exitcode)
+                    exit_code = http.exitcode or 1
+                    break
+                if not pool.is_alive():
+                    delay = _RESTART_BACKOFF_S[min(restarts, len(_RESTART_BACKOFF_S) - 1)]
+                    log.error(
+                        "the job worker process exited (code %s); restarting in %.0fs",
+                        pool.exitcode,
+                        delay,
+                    )
+                    if self._sleep(delay):
+                        break
+                    restarts += 1
+                    pool = self._start_pool()
+        finally:
+            self._shutdown(http, pool)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return exit_code
+
+    def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless asked to stop; True if asked to stop."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self._stopping
+
+    def _start_http(self) -> multiprocessing.process.BaseProcess:
+        process = self._ctx.Process(
+            target=_http_main,
+            args=(self.config, self.bind, self.http_threads),
+            name="sluice-http",
+        )
+        process.start()
+        return process
+
+    def _start_pool(self) -> multiprocessing.process.BaseProcess:
+        process = self._ctx.Process(
+            target=_pool_main,
+            args=(self.config, self.runner_factory, os.getpid()),
+            name="sluice-jobs",
+        )
+        process.start()
+        log.info("job worker process started (pid %s)", process.pid)
+        return process
+
+    @staticmethod
+    def _shutdown(*processes: multiprocessing.process.BaseProcess) -> None:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: gunicorn and the pool both stop gracefully
+        deadline = time.monotonic() + POOL_STOP_TIMEOUT_S + 5
+        for process in processes:
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                log.error("%s did not stop in time; killing it", process.name)
+                process.kill()
+                process.join(5)
+
+
+def _setup_child_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s"
+    )
+
+
+# -- development: one process ------------------------------------------------------------
+
+
+def _run_dev(config: ServerConfig, bind: str, runner_factory: RunnerFactory) -> int:
+    host, _, port = bind.rpartition(":")
+    queue = JobQueue(config.db_path)
+    runner = runner_factory(config)
+    pool = WorkerPool(queue, runner.handle, config.workers, on_give_up=runner.on_give_up)
+
+    def readiness() -> tuple[bool, str]:
+        ok, reason = queue.ping()
+        if ok and not pool.alive():
+            return False, "job worker threads have died"
+        return ok, reason
+
+    app = create_app(config, queue, Metrics(queue), readiness, on_enqueued=lambda _id: pool.wake())
+    pool.start()
+    try:
+        app.run(host=host or "127.0.0.1", port=int(port), threaded=True, use_reloader=False)
+    finally:
+        pool.stop(POOL_STOP_TIMEOUT_S)
+    return 0

@@ -1,0 +1,182 @@
+"""The webhook intake: authenticate, dedupe, persist, answer 202.
+
+Nothing slow happens inside a request: no forge call, clone or render. A valid
+delivery becomes one row in the job queue and the worker pool does the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from bot.config.server import ServerConfig
+from bot.forge import webhooks
+from bot.forge.webhooks import (
+    CommentEvent,
+    Delivery,
+    PullRequestEvent,
+    Unsupported,
+    WebhookError,
+)
+from bot.metrics import Metrics
+from bot.queue import JobQueue, NewJob
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 25 * 1024 * 1024
+Readiness = Callable[[], tuple[bool, str]]
+
+_PREVIEW_ACTIONS = {"opened", "synchronize", "reopened", "ready_for_review", "edited"}
+# Event header values used as metric labels; anything else is "other" (bounded cardinality).
+_KNOWN_EVENTS = {
+    "github": {"pull_request", "issue_comment", "ping", "push"},
+    "gitlab": {"Merge Request Hook", "Note Hook", "Push Hook"},
+}
+
+
+def create_app(
+    config: ServerConfig,
+    queue: JobQueue,
+    metrics: Metrics,
+    readiness: Readiness | None = None,
+    *,
+    on_enqueued: Callable[[int], None] | None = None,
+) -> Flask:
+    """The Flask app. ``readiness`` reports (ready, reason) for /readyz;
+    ``on_enqueued(job_id)`` is called after each new job (the dev server wakes its pool)."""
+    app = Flask("sluice")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    ready = readiness or queue.ping
+
+    @app.post("/webhooks/<forge>")
+    def intake(forge: str) -> tuple[Response, int]:
+        if forge not in ("github", "gitlab"):
+            return _error("unknown forge", 404)
+        event_label = _event_label(forge)
+        if not config.forge_enabled(forge):
+            reason = config.disabled.get(forge, f"{forge} is not enabled")
+            metrics.webhook(forge, event_label, "disabled")
+            status = 503 if forge in config.misconfigured else 404
+            return _error(f"{forge} webhooks are disabled: {reason}", status)
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            # Answered from the header alone: the body is never read.
+            metrics.webhook(forge, event_label, "too_large")
+            return _error(f"body larger than {MAX_BODY_BYTES} bytes", 413)
+        body = request.get_data(cache=False)
+        try:
+            delivery = _authenticate_and_parse(config, forge, body)
+        except WebhookError as exc:
+            result = "unauthorized" if exc.status == 401 else "malformed"
+            metrics.webhook(forge, event_label, result)
+            log.warning("rejected %s webhook (%s): %s", forge, result, exc)
+            return _error(str(exc), exc.status)
+        return _accept(config, queue, metrics, delivery, event_label, on_enqueued)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
+        return _error(f"body larger than {MAX_BODY_BYTES} bytes", 413)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify(status="ok"), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        ok, reason = ready()
+        return jsonify(status="ready" if ok else "not ready", reason=reason), 200 if ok else 503
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        text, content_type = metrics.render()
+        return Response(text, content_type=content_type)
+
+    return app
+
+
+def _authenticate_and_parse(config: ServerConfig, forge: str, body: bytes) -> Delivery:
+    secret = config.webhook_secret(forge)
+    if secret is None:  # unreachable while the forge is enabled; fail closed regardless
+        raise webhooks.SignatureError(f"{forge} has no webhook secret")
+    if forge == "github":
+        webhooks.verify_github_signature(secret, body, request.headers.get("X-Hub-Signature-256"))
+        return webhooks.parse_github(request.headers, body)
+    webhooks.verify_gitlab_token(secret, request.headers.get("X-Gitlab-Token"))
+    return webhooks.parse_gitlab(request.headers, body)
+
+
+def _accept(
+    config: ServerConfig,
+    queue: JobQueue,
+    metrics: Metrics,
+    delivery: Delivery,
+    event_label: str,
+    on_enqueued: Callable[[int], None] | None,
+) -> tuple[Response, int]:
+    event = delivery.event
+    job = event if isinstance(event, Unsupported) else job_for(config, event)
+    if isinstance(job, Unsupported):
+        metrics.webhook(delivery.forge, event_label, "ignored")
+        log.info("delivery %s (%s): ignored: %s", delivery.delivery_id, event_label, job.reason)
+        return jsonify(status="ignored", reason=job.reason), 202
+    try:
+        job_id = queue.enqueue_delivery(delivery.delivery_id, job)
+    except sqlite3.Error as exc:
+        metrics.webhook(delivery.forge, event_label, "error")
+        log.error("delivery %s: could not store it: %s", delivery.delivery_id, exc)
+        return _error("the job queue is unavailable; redeliver later", 503)
+    if job_id is None:
+        metrics.webhook(delivery.forge, event_label, "duplicate")
+        log.info("delivery %s (%s): duplicate", delivery.delivery_id, event_label)
+        return jsonify(status="duplicate", delivery=delivery.delivery_id), 200
+    metrics.webhook(delivery.forge, event_label, "queued")
+    log.info(
+        "delivery %s (%s): queued job %s (%s %s)",
+        delivery.delivery_id,
+        event_label,
+        job_id,
+        job.kind,
+        job.pr_key,
+    )
+    if on_enqueued is not None:
+        on_enqueued(job_id)
+    return jsonify(status="queued", job=job_id, delivery=delivery.delivery_id), 202
+
+
+def job_for(config: ServerConfig, event: PullRequestEvent | CommentEvent) -> NewJob | Unsupported:
+    """The job a parsed event asks for, or why it asks for none."""
+    payload = webhooks.event_to_dict(event)
+    if isinstance(event, CommentEvent):
+        if event.action == "deleted":
+            return Unsupported("comment deleted")
+        if event.author_is_bot or (config.bot_login and event.author == config.bot_login):
+            return Unsupported("comment by a bot")
+        return NewJob("command", event.forge, event.repo.full_name, event.pr_key, payload)
+    if event.action in _PREVIEW_ACTIONS:
+        kind = "preview"
+    elif event.action in ("closed", "merged"):
+        kind = event.action
+    else:
+        return Unsupported(f"pull request {event.action} needs no work")
+    return NewJob(
+        kind,
+        event.forge,
+        event.repo.full_name,
+        event.pr_key,
+        payload,
+        head_sha=event.head_sha,
+        supersedes=kind == "preview",
+    )
+
+
+def _event_label(forge: str) -> str:
+    header = "X-GitHub-Event" if forge == "github" else "X-Gitlab-Event"
+    value = request.headers.get(header, "")
+    return value if value in _KNOWN_EVENTS.get(forge, ()) else "other"
+
+
+def _error(message: str, status: int) -> tuple[Response, int]:
+    return jsonify(error=message), status

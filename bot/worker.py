@@ -1,0 +1,272 @@
+"""A pool of threads that run queued jobs through one handler.
+
+Each thread claims a job, runs ``handler(job, token)`` and records the outcome.
+A housekeeping thread extends the leases of running jobs, requeues jobs whose
+worker died (lease expired), and writes a liveness beat that ``/readyz`` reads,
+possibly from another process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.forge.base import ForgeError
+from bot.queue import Job, JobQueue
+
+log = logging.getLogger(__name__)
+
+
+class RetryableError(Exception):
+    """A transient failure: run the job again later (``delay_s`` overrides the backoff)."""
+
+    def __init__(self, message: str, *, delay_s: float | None = None):
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class JobCancelled(Exception):
+    """Raised by a handler that saw its ``CancelToken`` fire and stopped early."""
+
+
+class CancelToken:
+    """Tells a running handler that its job was superseded or its lease lost."""
+
+    def __init__(self, queue: JobQueue, job: Job, *, poll_s: float = 0.2):
+        self._queue = queue
+        self._job = job
+        self._poll_s = poll_s
+        self._event = threading.Event()
+        self._checked_at = 0.0
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        if self._event.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._checked_at >= self._poll_s:
+            self._checked_at = now
+            if self._queue.is_cancelled(self._job.id) or not self._queue.owns(self._job):
+                self._event.set()
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise JobCancelled(f"job {self._job.id} was cancelled")
+
+
+Handler = Callable[[Job, CancelToken], None]
+GiveUp = Callable[[Job, BaseException | str], None]
+
+
+@dataclass(frozen=True)
+class JobRunner:
+    """What ``sluice serve`` needs from the application: the handler and the give-up hook."""
+
+    handle: Handler
+    on_give_up: GiveUp | None = None
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        queue: JobQueue,
+        handler: Handler,
+        size: int = 4,
+        *,
+        on_give_up: GiveUp | None = None,
+        max_attempts: int = 5,
+        lease_s: float = 60.0,
+        base_backoff_s: float = 2.0,
+        max_backoff_s: float = 300.0,
+        poll_s: float = 0.25,
+        housekeeping_s: float = 2.0,
+        pool_id: str | None = None,
+    ):
+        if size < 1:
+            raise ValueError("a worker pool needs at least one thread")
+        self.queue = queue
+        self.handler = handler
+        self.size = size
+        self.on_give_up = on_give_up
+        self.max_attempts = max_attempts
+        self.lease_s = lease_s
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.poll_s = poll_s
+        self.housekeeping_s = housekeeping_s
+        self.pool_id = pool_id or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._housekeeper: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._running: dict[int, tuple[Job, CancelToken]] = {}
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("worker pool already started")
+        self._recover()
+        for index in range(self.size):
+            thread = threading.Thread(
+                target=self._work, args=(f"{self.pool_id}/{index}",), name=f"sluice-worker-{index}"
+            )
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+        self._housekeeper = threading.Thread(target=self._housekeep, name="sluice-housekeeper")
+        self._housekeeper.daemon = True
+        self._housekeeper.start()
+        self.queue.beat_pool(self.pool_id, self._alive_count(), self.size)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; wait for running jobs; give back any still running at the deadline."""
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            leftovers = [job for job, _ in self._running.values()]
+        for job in leftovers:
+            # Its thread keeps running until the process exits; fencing discards its outcome.
+            self.queue.release(job)
+            log.warning("job %s (%s) was still running at shutdown; requeued", job.id, job.kind)
+        if self._housekeeper is not None:
+            self._housekeeper.join(max(0.1, deadline - time.monotonic()))
+        self.queue.clear_pool(self.pool_id)
+
+    def wake(self) -> None:
+        """Poll the queue now (after an enqueue in the same process)."""
+        self._wake.set()
+
+    def alive(self) -> bool:
+        return (
+            bool(self._threads)
+            and not self._stop.is_set()
+            and self._alive_count() == self.size
+            and self._housekeeper is not None
+            and self._housekeeper.is_alive()
+        )
+
+    def _alive_count(self) -> int:
+        return sum(t.is_alive() for t in self._threads)
+
+    # -- the work loop ----------------------------------------------------------------
+
+    def _work(self, worker_id: str) -> None:
+        while not self._stop.is_set():
+            job = self.queue.claim(worker_id, self.lease_s)
+            if job is None:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        token = CancelToken(self.queue, job)
+        with self._lock:
+            self._running[job.id] = (job, token)
+        log.info("job %s (%s %s) started, attempt %s", job.id, job.kind, job.pr_key, job.attempts)
+        try:
+            self.handler(job, token)
+        except JobCancelled:
+            self.queue.cancelled(job, "stopped early: superseded")
+            log.info("job %s cancelled", job.id)
+        except RetryableError as exc:
+            self._retry_or_give_up(job, exc, exc.delay_s)
+        except ForgeError as exc:
+            if exc.transient:
+                self._retry_or_give_up(job, exc, None)
+            else:
+                self._give_up(job, exc)
+        except Exception as exc:  # a handler bug must not kill the worker thread
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            self._give_up(job, exc)
+        else:
+            if token.cancelled:
+                self.queue.cancelled(job, "superseded while running")
+            else:
+                self.queue.complete(job)
+            log.info("job %s finished", job.id)
+        finally:
+            with self._lock:
+                self._running.pop(job.id, None)
+
+    def _retry_or_give_up(self, job: Job, exc: BaseException, hint_s: float | None) -> None:
+        if job.attempts >= self.max_attempts:
+            self._give_up(job, exc)
+            return
+        delay = self.backoff(job.attempts)
+        if hint_s is not None:
+            delay = max(delay, hint_s)
+        if self.queue.retry(job, _describe(exc), delay):
+            log.warning(
+                "job %s attempt %s failed (%s); retrying in %.1fs",
+                job.id,
+                job.attempts,
+                type(exc).__name__,
+                delay,
+            )
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: about base·2^(attempt-1), capped."""
+        delay = min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempt - 1))
+        return delay * (0.75 + random.random() / 4)
+
+    def _give_up(self, job: Job, exc: BaseException | str) -> None:
+        if not self.queue.fail(job, _describe(exc)):
+            return  # lease lost: whoever owns the job now decides
+        log.error(
+            "job %s (%s %s) failed for good after %s attempts",
+            job.id,
+            job.kind,
+            job.pr_key,
+            job.attempts,
+        )
+        self._notify_give_up(job, exc)
+
+    def _notify_give_up(self, job: Job, exc: BaseException | str) -> None:
+        if self.on_give_up is None:
+            return
+        try:
+            self.on_give_up(job, exc)
+        except Exception:
+            log.exception("on_give_up for job %s raised", job.id)
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    def _housekeep(self) -> None:
+        while not self._stop.wait(min(self.housekeeping_s, self.lease_s / 3)):
+            with self._lock:
+                running = list(self._running.values())
+            for job, token in running:
+                if not self.queue.heartbeat(job, self.lease_s):
+                    token.cancel()
+            self._recover()
+            self.queue.beat_pool(self.pool_id, self._alive_count(), self.size)
+
+    def _recover(self) -> None:
+        recovery = self.queue.recover_expired(self.max_attempts)
+        if recovery.requeued:
+            log.warning("requeued %d job(s) whose worker was lost", len(recovery.requeued))
+            self._wake.set()
+        for job in recovery.failed:
+            self._notify_give_up(job, job.last_error or "worker lost repeatedly")
+
+
+def _describe(exc: BaseException | str) -> str:
+    if isinstance(exc, str):
+        return exc
+    return f"{type(exc).__name__}: {exc}"
