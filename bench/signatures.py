@@ -1,6 +1,6 @@
 """Time the signatures gate on a range of 1,000 gpg-signed commits: cold, then cached.
 
-    .venv/bin/python bench/signatures.py [COUNT]
+.venv/bin/python bench/signatures.py [COUNT]
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def main(count: int) -> None:
         start = time.perf_counter()
         parent = base
         for i in range(count):
-            parent = gpgkit.git(repo, *signing, "commit-tree", "-S", "-p", parent, "-m", f"c{i}", tree)
+            parent = gpgkit.git(
+                repo, *signing, "commit-tree", "-S", "-p", parent, "-m", f"c{i}", tree
+            )
         gpgkit.git(repo, "update-ref", "refs/heads/head", parent)
         print(f"built {count} signed commits in {time.perf_counter() - start:.1f}s")
         gpgkit.kill_agent(home)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,7 +150,7 @@ def test_check_commit_agrees_with_git_verify_commit(world, verifier):
     """Our split of payload and signature is git's: gpg and git agree on every commit."""
     env = gpgkit.git_signing_env(world.repo / ".." / "gnupg")
     for name in ("gpg_valid", "gpg_invalid", "gpg_revoked"):
-        proc = __import__("subprocess").run(
+        proc = subprocess.run(
             ["git", "-C", str(world.repo), "verify-commit", "--raw", world.shas[name]],
             capture_output=True,
             env=env,
@@ -258,6 +259,7 @@ def test_no_trusted_keys_fails_closed(world, tmp_path, make_dir):
         report = verifier.verify(world.git, "main", "good", "all")
     assert report.verdict == "fail"
     assert [c.status for c in report.commits] == ["untrusted", "untrusted"]
+    assert all(c.detail == keys.notes[0] for c in report.commits)
 
 
 def test_malformed_key_file_names_the_file(world, tmp_path):

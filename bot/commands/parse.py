@@ -31,8 +31,9 @@ _MENTION_COMMAND = re.compile(rf"/?({_WORD})(?:[ \t]+(.*))?$")
 # Only CR, LF and CRLF end a Markdown line (not str.splitlines()'s Unicode separators).
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LIST_MARKERS = r"(?:(?:[-+*]|\d{1,9}[.)])[ \t]+)*"
-_FENCE_OPEN = re.compile(rf"^( {{0,3}}{_LIST_MARKERS})(`{{3,}}|~{{3,}})(.*)$")
-_QUOTE = re.compile(r"^ {0,3}>")
+_FENCE_OPEN = re.compile(rf"^([ \t]*{_LIST_MARKERS})(`{{3,}}|~{{3,}})(.*)$")
+# A quote at any depth, also in a list item; indented ones err towards "quoted".
+_QUOTE = re.compile(rf"^[ \t]*{_LIST_MARKERS}>")
 _BACKTICKS = re.compile(r"`+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -93,7 +94,7 @@ def command_lines(body: str) -> list[tuple[int, str]]:
     lines = _LINE_BREAK.split(body)
     candidates: list[tuple[int, str]] = []
     paragraph: list[tuple[int, str]] = []
-    fence: tuple[str, int, int] | None = None  # (char, length, max closing indent)
+    fence: _Fence | None = None
     in_html_comment = False
     lazy_quote = False
 
@@ -106,7 +107,10 @@ def command_lines(body: str) -> list[tuple[int, str]]:
         if fence is not None:
             if _closes_fence(line, fence):
                 fence = None
-            continue
+                continue
+            if not line.strip() or _indent(line) >= fence.container:
+                continue
+            fence = None  # the list item holding the fence ended, and the fence with it
         if in_html_comment:
             in_html_comment = "-->" not in line
             continue
@@ -114,13 +118,10 @@ def command_lines(body: str) -> list[tuple[int, str]]:
             close_paragraph()
             lazy_quote = False
             continue
-        opened = _FENCE_OPEN.match(line)
-        if opened and not (opened.group(2)[0] == "`" and "`" in opened.group(3)):
+        fence = _opens_fence(line)
+        if fence is not None:
             close_paragraph()
             lazy_quote = False
-            prefix, run = opened.group(1), opened.group(2)
-            closing_indent = 3 if prefix.strip() == "" else len(prefix.expandtabs(4)) + 3
-            fence = (run[0], len(run), closing_indent)
             continue
         if _QUOTE.match(line):
             close_paragraph()
@@ -154,13 +155,40 @@ def _indent(line: str) -> int:
     return len(line[: len(line) - len(stripped)].expandtabs(4))
 
 
-def _closes_fence(line: str, fence: tuple[str, int, int]) -> bool:
-    char, length, max_indent = fence
+@dataclass(frozen=True)
+class _Fence:
+    char: str
+    length: int
+    # The least column the fence's container (list item) can have content at; a
+    # non-blank line left of it ends the container and so the fence. Unknown
+    # containers are assumed as deep as possible: that errs towards "still code".
+    container: int
+
+    @property
+    def max_closing_indent(self) -> int:
+        return self.container + 3
+
+
+def _opens_fence(line: str) -> _Fence | None:
+    # Any indentation: a deeply indented fence may sit in a list item; if it is
+    # really an indented code block, treating it as a fence only hides more.
+    opened = _FENCE_OPEN.match(line)
+    if opened is None:
+        return None
+    prefix, run, info = opened.groups()
+    if run[0] == "`" and "`" in info:
+        return None  # "```x```" is an inline code span, not a fence
+    column = len(prefix.expandtabs(4))
+    has_marker = bool(prefix.strip())
+    return _Fence(run[0], len(run), column if has_marker else max(0, column - 3))
+
+
+def _closes_fence(line: str, fence: _Fence) -> bool:
     stripped = line.lstrip(" ")
-    if len(line) - len(stripped) > max_indent:
+    if len(line) - len(stripped) > fence.max_closing_indent:
         return False
-    run = len(stripped) - len(stripped.lstrip(char))
-    return run >= length and not stripped[run:].strip()
+    run = len(stripped) - len(stripped.lstrip(fence.char))
+    return run >= fence.length and not stripped[run:].strip()
 
 
 def _outside_code_spans(paragraph: list[tuple[int, str]]) -> list[tuple[int, str]]:

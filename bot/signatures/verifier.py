@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import get_args
@@ -82,6 +83,11 @@ class SignatureVerifier:
             results.update(self._openpgp.verify_many(by_format["openpgp"]))
         if by_format["ssh"]:
             results.update(self._ssh.verify_many(by_format["ssh"]))
+        if self.keys.notes:  # say why nothing is trusted (e.g. no key directory)
+            for sha, checked in results.items():
+                if checked.check.status == "untrusted":
+                    check = replace(checked.check, detail="; ".join(self.keys.notes))
+                    results[sha] = replace(checked, check=check)
         return results
 
     def close(self) -> None:
