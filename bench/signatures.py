@@ -26,14 +26,9 @@ def main(count: int) -> None:
         (tmp / "keys" / "bench.asc").write_text(gpgkit.export_public(home, fpr))
         repo = gpgkit.init_repo(tmp / "repo")
         base = gpgkit.commit(repo, "base", files={"f": "x"})
-        tree = gpgkit.git(repo, "rev-parse", "HEAD^{tree}")
-        signing = gpgkit.gpg_signing_config(home, fpr)
         start = time.perf_counter()
-        parent = base
-        for i in range(count):
-            parent = gpgkit.git(
-                repo, *signing, "commit-tree", "-S", "-p", parent, "-m", f"c{i}", tree
-            )
+        messages = [f"c{i}" for i in range(count)]
+        parent = gpgkit.commit_chain(repo, base, messages, gpgkit.gpg_signing_config(home, fpr))[-1]
         gpgkit.git(repo, "update-ref", "refs/heads/head", parent)
         print(f"built {count} signed commits in {time.perf_counter() - start:.1f}s")
         gpgkit.kill_agent(home)

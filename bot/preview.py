@@ -15,7 +15,7 @@ from pathlib import Path
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
 from bot.diff import diff_objects, load_or_create_key, mask_secret, normalize
 from bot.gitops import ExportCache, Git, GitError
-from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, worst_verdict
+from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, overall_verdict
 from bot.policy import make_engine
 from bot.render import RenderCache, RenderLimits, affected_apps, render_apps
 from bot.signatures import SignatureVerifier, TrustedKeys
@@ -89,15 +89,6 @@ def run_preview(
     report.signatures = _check_signatures(git, base_sha, head_sha, gate, options)
     report.verdict = overall_verdict(report)
     return report
-
-
-def overall_verdict(report: Report) -> str:
-    verdicts = [app.policy.verdict for app in report.apps]
-    if report.errors or any(app.status == "error" for app in report.apps):
-        verdicts.append("fail")
-    if report.signatures.verdict == "fail":
-        verdicts.append("fail")
-    return worst_verdict(verdicts)
 
 
 def _load_side(git: Git, exports: ExportCache, sha: str) -> _Side:

@@ -207,7 +207,7 @@ class JobQueue:
                 (delivery_id, job.forge, job_id, now),
             )
             if job.supersedes and job.head_sha:
-                self._cancel_superseded(conn, job.pr_key, job.head_sha, (job.kind,), job_id)
+                self._cancel_superseded(conn, job.pr_key, job.head_sha, (job.kind,))
         return job_id
 
     def enqueue(self, job: NewJob) -> int:
@@ -215,7 +215,7 @@ class JobQueue:
         with self._tx() as conn:
             job_id = self._insert(conn, job, self.clock())
             if job.supersedes and job.head_sha:
-                self._cancel_superseded(conn, job.pr_key, job.head_sha, (job.kind,), job_id)
+                self._cancel_superseded(conn, job.pr_key, job.head_sha, (job.kind,))
         return job_id
 
     def seen_delivery(self, delivery_id: str) -> bool:
@@ -387,29 +387,20 @@ class JobQueue:
         Returns how many jobs were cancelled or flagged.
         """
         with self._tx() as conn:
-            return self._cancel_superseded(conn, pr_key, head_sha, kinds, None)
+            return self._cancel_superseded(conn, pr_key, head_sha, kinds)
 
     def _cancel_superseded(
-        self,
-        conn: sqlite3.Connection,
-        pr_key: str,
-        head_sha: str,
-        kinds: tuple[str, ...],
-        newer_than: int | None,
+        self, conn: sqlite3.Connection, pr_key: str, head_sha: str, kinds: tuple[str, ...]
     ) -> int:
+        # Arrival order decides: a force-push back to an older head is the newest state.
         marks = ",".join("?" * len(kinds))
-        # Only jobs enqueued before the superseding one: a late, older delivery
-        # must not cancel the newer head's work.
-        limit = "AND id < ?" if newer_than is not None else ""
         params: list[Any] = [pr_key, head_sha, *kinds]
-        if newer_than is not None:
-            params.append(newer_than)
         now = self.clock()
         cancelled = conn.execute(
             "UPDATE jobs SET state = 'cancelled', finished_at = ?, "
             "last_error = 'superseded by a newer push' "
             f"WHERE pr_key = ? AND head_sha IS NOT NULL AND head_sha != ? AND kind IN ({marks}) "
-            f"AND state = 'queued' {limit} RETURNING kind",
+            "AND state = 'queued' RETURNING kind",
             [now, *params],
         ).fetchall()
         for row in cancelled:
@@ -417,7 +408,7 @@ class JobQueue:
         running = conn.execute(
             "UPDATE jobs SET cancel_requested = 1 "
             f"WHERE pr_key = ? AND head_sha IS NOT NULL AND head_sha != ? AND kind IN ({marks}) "
-            f"AND state = 'running' AND cancel_requested = 0 {limit}",
+            "AND state = 'running' AND cancel_requested = 0",
             params,
         ).rowcount
         return len(cancelled) + running

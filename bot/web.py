@@ -49,7 +49,9 @@ def create_app(
     """The Flask app. ``readiness`` reports (ready, reason) for /readyz;
     ``on_enqueued(job_id)`` is called after each new job (the dev server wakes its pool)."""
     app = Flask("sluice")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # One byte over the limit: werkzeug silently truncates a chunked body at
+    # MAX_CONTENT_LENGTH, so reading that extra byte is how an oversized one shows.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1
     ready = readiness or queue.ping
 
     @app.post("/webhooks/<forge>")
@@ -66,7 +68,10 @@ def create_app(
             # Answered from the header alone: the body is never read.
             metrics.webhook(forge, event_label, "too_large")
             return _error(f"body larger than {MAX_BODY_BYTES} bytes", 413)
-        body = request.get_data(cache=False)
+        body = _read_body(MAX_BODY_BYTES)
+        if body is None:
+            metrics.webhook(forge, event_label, "too_large")
+            return _error(f"body larger than {MAX_BODY_BYTES} bytes", 413)
         try:
             delivery = _authenticate_and_parse(config, forge, body)
         except WebhookError as exc:
@@ -95,6 +100,19 @@ def create_app(
         return Response(text, content_type=content_type)
 
     return app
+
+
+def _read_body(limit: int) -> bytes | None:
+    """The request body, or None if it is longer than ``limit`` (chunked uploads)."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = request.stream.read(min(1024 * 1024, limit + 1 - size))
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+    return None
 
 
 def _authenticate_and_parse(config: ServerConfig, forge: str, body: bytes) -> Delivery:

@@ -21,6 +21,7 @@ past with a short expiry and sign while it was still valid.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -110,23 +111,30 @@ def kill_agent(home: Path) -> None:
     )
 
 
-def gpg_program(home: Path, faked_time: datetime | None = None) -> Path:
-    """An executable for git's ``gpg.program`` that runs gpg on ``home`` (at ``faked_time``)."""
-    options = ["--homedir", str(home)]
+def gpg_program(
+    home: Path, faked_time: datetime | None = None, extra: tuple[str, ...] = ()
+) -> Path:
+    """An executable for git's ``gpg.program`` that runs gpg on ``home``.
+
+    ``faked_time`` signs at that time; ``extra`` adds gpg options (e.g. ``--textmode``).
+    """
+    options = ["--homedir", str(home), *extra]
     if faked_time is not None:
         options += ["--faked-system-time", gpg_time(faked_time)]
-    suffix = f"-{gpg_time(faked_time)[:-1]}" if faked_time else ""
-    script = home / f"gpg-program{suffix}.sh"
+    tag = hashlib.sha1(shlex.join(options).encode()).hexdigest()[:10]
+    script = home / f"gpg-program-{tag}.sh"
     script.write_text(f'#!/bin/sh\nexec gpg {shlex.join(options)} "$@"\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script
 
 
-def gpg_signing_config(home: Path, fpr: str, faked_time: datetime | None = None) -> list[str]:
-    """``git -c`` options that sign with key ``fpr`` from ``home``."""
+def gpg_signing_config(
+    home: Path, fpr: str, faked_time: datetime | None = None, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """``git -c`` options that sign with key ``fpr`` from ``home`` (see :func:`gpg_program`)."""
     return [
         "-c", "gpg.format=openpgp",
-        "-c", f"gpg.program={gpg_program(home, faked_time)}",
+        "-c", f"gpg.program={gpg_program(home, faked_time, extra)}",
         "-c", f"user.signingkey={fpr}",
         "-c", "commit.gpgsign=true",
     ]  # fmt: skip
@@ -201,6 +209,23 @@ def commit(
     git(repo, "add", "-A")
     git(repo, *config, "commit", "-q", "--allow-empty", "-m", message)
     return git(repo, "rev-parse", "HEAD")
+
+
+def commit_chain(
+    repo: Path, parent: str, messages: list[str], config: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """Commits on top of ``parent`` with its tree, one per message (signed per ``config``).
+
+    Uses ``git commit-tree``: no index or work tree, so long chains are quick.
+    Moves no ref; returns the new SHAs, oldest first.
+    """
+    tree = git(repo, "rev-parse", f"{parent}^{{tree}}")
+    sign = ["-S"] if "commit.gpgsign=true" in config else []
+    shas = []
+    for message in messages:
+        parent = git(repo, *config, "commit-tree", *sign, "-p", parent, "-m", message, tree)
+        shas.append(parent)
+    return shas
 
 
 def forge_commit(repo: Path, sha: str, old: bytes, new: bytes, branch: str | None = None) -> str:

@@ -84,6 +84,17 @@ def test_fenced_code_is_not_a_command(body):
     assert names(body) == []
 
 
+def test_fence_in_a_list_item_ends_with_the_item():
+    # "/diff" is left of the item's content, so it ends the item and its fence;
+    # the next "```" opens a new fence that hides "/policy".
+    assert names("- ```\n  /sync web\n/diff web\n```\n/policy") == ["diff"]
+
+
+def test_quote_inside_a_list_item_and_its_lazy_line_are_ignored():
+    assert names("- > we could\n/sync web") == []
+    assert names("* > /sync web") == []
+
+
 def test_command_after_a_closed_fence_counts():
     body = "```\n/sync web\n```\n/diff web\n~~~yaml\n/rollback\n~~~\n/policy"
     assert names(body) == ["diff", "policy"]
@@ -148,6 +159,7 @@ def test_html_comment_hides_commands():
     assert names("> <!--\n\n/sync web") == []
     assert names("- <!--\n\n/sync web\n-->\n/diff") == ["diff"]
     assert names("<!-- a --> <!-- b\n/sync web") == []
+    assert names("<!--\nx --> <!-- y\n/sync web\n-->\n/diff") == ["diff"]
 
 
 def test_crlf_and_cr_line_endings():

@@ -493,6 +493,32 @@ def test_kustomize_exec_plugin_is_refused(repo: Path) -> None:
     assert engine.renders == 0
 
 
+def test_kustomize_container_function_hidden_in_a_generator_kustomization_is_refused(
+    repo: Path,
+) -> None:
+    write(repo, "apps/gen2/kustomization.yaml", "generators: [fns]\n")
+    write(
+        repo,
+        "apps/gen2/fns/kustomization.yaml",
+        "resources: [gen.yaml]\npatches: [{path: p.yaml}]\n",
+    )
+    write(
+        repo,
+        "apps/gen2/fns/gen.yaml",
+        "apiVersion: builtin\nkind: ConfigMapGenerator\nmetadata: {name: cfg}\n",
+    )
+    write(
+        repo,
+        "apps/gen2/fns/p.yaml",
+        "apiVersion: builtin\nkind: ConfigMapGenerator\nmetadata:\n  name: cfg\n"
+        "  annotations:\n    config.kubernetes.io/function: 'container: {image: evil}'\n",
+    )
+    result = render_app(App(name="gen2", path="apps/gen2"), repo)
+    assert result.error == (
+        "apps/gen2/fns/p.yaml: exec and container KRM functions are not allowed"
+    )
+
+
 def test_kustomize_builtin_transformer_is_allowed(repo: Path) -> None:
     write(repo, "apps/lbl/kustomization.yaml", "resources: [../web/base]\ntransformers: [t.yaml]\n")
     write(

@@ -387,17 +387,19 @@ def test_valid_verdict_is_cached_only_until_the_key_expires(world, tmp_path):
     assert 86400 < until - time.time() <= 2 * 86400 + 60
 
 
-def test_batch_recovers_after_a_bad_signature_mid_range(world, tmp_path):
+def test_batch_recovers_after_a_bad_signature_mid_range(world, tmp_path, monkeypatch):
     """gpg stops a batch at a bad signature; every other verdict must still be exact."""
+    log = tmp_path / "gpg-calls.log"
+    _counting_gpg(tmp_path / "bin", log)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     repo = tmp_path / "repo"
     git(tmp_path, "clone", "-q", str(world.repo), str(repo))
-    git(repo, "checkout", "-q", "-b", "long", "origin/main")
+    main = git(repo, "rev-parse", "origin/main")
     alice = world.signing["alice"]
-    before = [commit(repo, f"before {i}", config=alice) for i in range(40)]
+    before = gpgkit.commit_chain(repo, main, [f"before {i}" for i in range(40)], alice)
     forged = gpgkit.forge_commit(repo, before[-1], b"before 39", b"BEFORE 39")
-    git(repo, "checkout", "-q", forged)
-    after = [commit(repo, f"after {i}", config=alice) for i in range(60)]
-    untrusted = commit(repo, "mallory", config=world.signing["mallory"])
+    after = gpgkit.commit_chain(repo, forged, [f"after {i}" for i in range(60)], alice)
+    (untrusted,) = gpgkit.commit_chain(repo, after[-1], ["mallory"], world.signing["mallory"])
     git(repo, "branch", "-f", "long", untrusted)
 
     with SignatureVerifier(TrustedKeys.load(world.keys_dir)) as verifier:
@@ -407,6 +409,8 @@ def test_batch_recovers_after_a_bad_signature_mid_range(world, tmp_path):
         expected[untrusted] = "untrusted"
         assert {c.sha: c.status for c in report.commits} == expected
         assert len(report.commits) == 101
+        # Batched: a handful of gpg processes, not one per commit.
+        assert 1 < _verify_calls(log) <= 6
         one_by_one = SignatureVerifier(TrustedKeys.load(world.keys_dir))
         try:
             for check in report.commits[35:45]:
@@ -488,3 +492,16 @@ def test_garbage_signature_is_invalid_not_an_error(world, tmp_path):
             sha = git(repo, "hash-object", "-t", "commit", "-w", "--stdin", input=forged)
             check = verifier.check_commit(Git(repo), sha)
             assert check.status == "invalid", label
+
+
+def test_text_mode_signature_is_checked_like_git_does(world, tmp_path):
+    """A canonical-text (class 0x01) signature takes gpg's detached path, exactly as git."""
+    home = world.repo.parent / "gnupg"
+    textmode = gpgkit.gpg_signing_config(home, world.fprs["alice"], extra=("--textmode",))
+    repo = gpgkit.init_repo(tmp_path / "repo")
+    base = commit(repo, "base")
+    good, bad_parent = gpgkit.commit_chain(repo, base, ["text mode", "text mode 2"], textmode)
+    forged = gpgkit.forge_commit(repo, good, b"text mode", b"TEXT MODE")
+    with SignatureVerifier(TrustedKeys.load(world.keys_dir)) as verifier:
+        statuses = [verifier.check_commit(Git(repo), s).status for s in (good, bad_parent, forged)]
+    assert statuses == ["valid", "valid", "invalid"]

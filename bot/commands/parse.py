@@ -31,7 +31,7 @@ _MENTION_COMMAND = re.compile(rf"/?({_WORD})(?:[ \t]+(.*))?$")
 # Only CR, LF and CRLF end a Markdown line (not str.splitlines()'s Unicode separators).
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LIST_MARKERS = r"(?:(?:[-+*]|\d{1,9}[.)])[ \t]+)*"
-_FENCE_OPEN = re.compile(rf"^([ \t]*{_LIST_MARKERS})(`{{3,}}|~{{3,}})(.*)$")
+_FENCE_OPEN = re.compile(rf"^( {{0,3}}{_LIST_MARKERS})(`{{3,}}|~{{3,}})(.*)$")
 # A quote at any depth, also in a list item; indented ones err towards "quoted".
 _QUOTE = re.compile(rf"^[ \t]*{_LIST_MARKERS}>")
 _BACKTICKS = re.compile(r"`+")
@@ -112,7 +112,8 @@ def command_lines(body: str) -> list[tuple[int, str]]:
                 continue
             fence = None  # the list item holding the fence ended, and the fence with it
         if in_html_comment:
-            in_html_comment = "-->" not in line
+            end = line.find("-->")
+            in_html_comment = end < 0 or _opens_html_comment(line[end + 3 :])
             continue
         if not line.strip():
             close_paragraph()
@@ -159,9 +160,8 @@ def _indent(line: str) -> int:
 class _Fence:
     char: str
     length: int
-    # The least column the fence's container (list item) can have content at; a
-    # non-blank line left of it ends the container and so the fence. Unknown
-    # containers are assumed as deep as possible: that errs towards "still code".
+    # The content column of the list item the fence opened in (0 at top level): a
+    # non-blank line left of it ends the item, and the fence with it.
     container: int
 
     @property
@@ -170,17 +170,15 @@ class _Fence:
 
 
 def _opens_fence(line: str) -> _Fence | None:
-    # Any indentation: a deeply indented fence may sit in a list item; if it is
-    # really an indented code block, treating it as a fence only hides more.
     opened = _FENCE_OPEN.match(line)
     if opened is None:
         return None
     prefix, run, info = opened.groups()
     if run[0] == "`" and "`" in info:
         return None  # "```x```" is an inline code span, not a fence
-    column = len(prefix.expandtabs(4))
-    has_marker = bool(prefix.strip())
-    return _Fence(run[0], len(run), column if has_marker else max(0, column - 3))
+    # After a list marker the fence sits in that item: its column is the item's.
+    container = len(prefix.expandtabs(4)) if prefix.strip() else 0
+    return _Fence(run[0], len(run), container)
 
 
 def _closes_fence(line: str, fence: _Fence) -> bool:

@@ -143,10 +143,11 @@ class _Walker:
         if _REMOTE.search(ref):
             raise RenderError(f"{what}: remote resource {ref!r} is not allowed")
         rel = self.tree.join(directory, ref, what)
-        if self.tree.is_dir(rel, what):
+        resolved = self.tree.real(rel, what)
+        if resolved.is_dir():
             self.visit(rel, what)
-        elif self.tree.is_file(rel, what):
-            self.result.inputs |= self.tree.inputs_for(rel, what)
+        elif resolved.is_file():
+            self.result.inputs |= self.tree.inputs_for(rel, what, resolved)
             self.result.resource_files.append(rel)
         else:
             raise RenderError(
@@ -157,9 +158,10 @@ class _Walker:
         if _REMOTE.search(ref):
             raise RenderError(f"{what}: remote file {ref!r} is not allowed")
         rel = self.tree.join(directory, ref, what)
-        if not self.tree.is_file(rel, what):
+        resolved = self.tree.real(rel, what)
+        if not resolved.is_file():
             raise RenderError(f"{what}: file {ref!r} not found in the repository")
-        self.result.inputs |= self.tree.inputs_for(rel, what)
+        self.result.inputs |= self.tree.inputs_for(rel, what, resolved)
         if yaml_file:
             self.result.yaml_files.append(rel)
 
@@ -182,8 +184,18 @@ class _Walker:
             return
         rel = self.tree.join(directory, ref, what)
         if self.tree.is_dir(rel, what):
-            # A kustomization whose output is the plugin configuration.
-            self.visit(rel, what)
+            # A kustomization whose output is the plugin configuration: nothing it
+            # reads (resources or patches) may turn a builtin into a KRM function.
+            nested = _Walker(self.tree, self.limits)
+            nested.visit(rel, what)
+            for source in sorted(nested.result.inputs):
+                if _mentions_function(self.tree.read_bytes(source, self.limits)):
+                    raise RenderError(f"{source}: exec and container KRM functions are not allowed")
+            for source in nested.result.resource_files:
+                self._check_plugin_configs(self.tree.read_bytes(source, self.limits), source)
+            self.result.inputs |= nested.result.inputs
+            self.result.resource_files += nested.result.resource_files
+            self.result.yaml_files += nested.result.yaml_files
             return
         self._file(directory, ref, what)
         self._check_plugin_configs(self.tree.read_bytes(rel, self.limits), rel)
@@ -201,6 +213,10 @@ class _Walker:
                     f"{source}: {name}: only builtin generators/transformers are allowed "
                     f"(apiVersion: builtin), not plugins"
                 )
+
+
+def _mentions_function(data: bytes) -> bool:
+    return any(key.encode() in data for key in _FUNCTION_ANNOTATIONS)
 
 
 def _entries(data: dict[str, Any], name: str, kfile: str, kind: type) -> list[Any]:
@@ -276,6 +292,10 @@ def run_kustomize(
             "kustomize",
             "--load-restrictor",
             "LoadRestrictionsRootOnly",
+            # The defaults already; spelled out so no kubectl default change can enable them.
+            "--enable-alpha-plugins=false",
+            "--enable-helm=false",
+            "--network=false",
             str(target),
         ]
         try:

@@ -39,7 +39,7 @@ def load_manifests(text: bytes | str, source: str, limits: RenderLimits) -> list
     if source.endswith(".json"):
         return _load_json(text, source, limits)
     objects: list[K8sObject] = []
-    budget = _NodeBudget(limits.max_yaml_nodes, source)
+    budget = _NodeBudget(limits.max_yaml_nodes, source, text)
     loader = _ManifestLoader(text)
     try:
         while loader.check_node():
@@ -81,7 +81,7 @@ def load_yaml_document(text: bytes | str, source: str, limits: RenderLimits) -> 
         node = loader.get_single_node()
         if node is None:
             return None
-        _NodeBudget(limits.max_yaml_nodes, source).charge(node)
+        _NodeBudget(limits.max_yaml_nodes, source, text).charge(node)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise RenderError(describe_yaml_error(exc, source)) from None
@@ -92,7 +92,7 @@ def load_yaml_document(text: bytes | str, source: str, limits: RenderLimits) -> 
 def check_yaml_stream(text: bytes | str, source: str, limits: RenderLimits) -> None:
     """Refuse malformed YAML or an alias bomb in a stream whose shape is not checked."""
     _check_size(text, source, limits)
-    budget = _NodeBudget(limits.max_yaml_nodes, source)
+    budget = _NodeBudget(limits.max_yaml_nodes, source, text)
     loader = _ManifestLoader(text)
     try:
         while loader.check_node():
@@ -170,12 +170,16 @@ class _NodeBudget:
     (a cycle) is refused outright.
     """
 
-    def __init__(self, limit: int, source: str) -> None:
+    def __init__(self, limit: int, source: str, text: bytes | str) -> None:
+        # Without a '*' there is no alias, and the graph is a tree the parser already bounds.
+        self.aliases_possible = (b"*" if isinstance(text, bytes) else "*") in text
         self.limit = limit
         self.source = source
         self.used = 0
 
     def charge(self, root: yaml.Node) -> None:
+        if not self.aliases_possible:
+            return
         sizes: dict[int, int] = {}
         in_progress: set[int] = set()
         stack: list[tuple[yaml.Node, bool]] = [(root, False)]

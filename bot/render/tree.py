@@ -19,7 +19,9 @@ class ExportTree:
     """A directory produced by ``Git.export``; paths are repo-relative POSIX strings."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(os.path.realpath(root))
+        self._root = os.path.realpath(root)
+        self._prefix = self._root.rstrip("/") + "/"
+        self.root = Path(self._root)
         if not self.root.is_dir():
             raise RenderError(f"export root {root} is not a directory")
 
@@ -37,19 +39,18 @@ class ExportTree:
 
     def real(self, rel: str, what: str) -> Path:
         """The resolved location of ``rel``; refuses one that resolves outside the root."""
-        path = self.root / rel if rel else self.root
-        resolved = Path(os.path.realpath(path))
-        if resolved != self.root and self.root not in resolved.parents:
+        resolved = os.path.realpath(os.path.join(self._root, rel) if rel else self._root)
+        if resolved != self._root and not resolved.startswith(self._prefix):
             where = f"{rel or '.'}" if what == rel else f"{what}: {rel or '.'}"
             raise RenderError(f"{where} resolves outside the repository (symlink)")
-        return resolved
+        return Path(resolved)
 
     def relative(self, resolved: Path) -> str:
-        return resolved.relative_to(self.root).as_posix() if resolved != self.root else ""
+        return str(resolved)[len(self._prefix) :] if resolved != self.root else ""
 
-    def inputs_for(self, rel: str, what: str) -> set[str]:
+    def inputs_for(self, rel: str, what: str, resolved: Path | None = None) -> set[str]:
         """``rel`` plus, when it is reached through a symlink, where it really lives."""
-        return {rel, self.relative(self.real(rel, what))}
+        return {rel, self.relative(resolved or self.real(rel, what))}
 
     def is_file(self, rel: str, what: str) -> bool:
         return self.real(rel, what).is_file()

@@ -7,6 +7,7 @@ A commit object never changes, so its verdict only changes with the trust set
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -31,20 +32,27 @@ CREATE TABLE IF NOT EXISTS verdicts (
 
 
 class VerdictCache:
-    """Cached :class:`Checked` values for one trust set."""
+    """Cached :class:`Checked` values for one trust set; safe to share between threads."""
 
     def __init__(self, trust_id: str, directory: Path | None = None) -> None:
         self.trust_id = trust_id
+        self._lock = threading.Lock()
         self._memory: dict[str, Checked] = {}
         self._db: sqlite3.Connection | None = None
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(directory / _FILE, timeout=30, isolation_level=None)
+            self._db = sqlite3.connect(
+                directory / _FILE, timeout=30, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
 
     def get_many(self, shas: list[str]) -> dict[str, CommitCheck]:
         """The still-current cached verdicts among ``shas``."""
+        with self._lock:
+            return self._get_many(shas)
+
+    def _get_many(self, shas: list[str]) -> dict[str, CommitCheck]:
         now = time.time()
         found = {s: c for s in shas if (c := self._memory.get(s)) and _current(c, now)}
         missing = [s for s in dict.fromkeys(shas) if s not in found]
@@ -65,6 +73,10 @@ class VerdictCache:
         return {sha: checked.check for sha, checked in found.items()}
 
     def put_many(self, results: list[Checked]) -> None:
+        with self._lock:
+            self._put_many(results)
+
+    def _put_many(self, results: list[Checked]) -> None:
         now = time.time()
         fresh = [c for c in results if _current(c, now)]
         for checked in fresh:
@@ -81,9 +93,10 @@ class VerdictCache:
                 )
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def _current(checked: Checked, now: float) -> bool:

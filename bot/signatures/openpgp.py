@@ -181,9 +181,12 @@ class OpenPGPVerifier:
         return outcomes
 
     def _verify_exact(self, commit: SignedCommit, scratch: Path) -> Checked:
-        fd, path = tempfile.mkstemp(dir=scratch, suffix=".asc")
+        # gpg gets the one packet we vetted, never the raw text: that could hold
+        # a second armored block which gpg would read and we did not check.
+        packet = parse_signature(commit.signature)
+        fd, path = tempfile.mkstemp(dir=scratch, suffix=".sig")
         with os.fdopen(fd, "wb") as handle:
-            handle.write(commit.signature)
+            handle.write(packet.raw)
         events = self._gpg.verify_detached(path, commit.payload)
         checked = classify(commit.sha, events, self._expiry, conclusive_only=False)
         assert checked is not None  # conclusive_only=False always decides

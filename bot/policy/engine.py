@@ -1,0 +1,174 @@
+"""The ``PolicyEngine`` interface and the embedded (subprocess-isolated) backends."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Any
+
+from bot.models import K8sObject, PolicyResult
+from bot.policy.conventions import describe_object, error_result, result_for
+from bot.policy.process import WorkerError, WorkerProcess
+
+BACKENDS = ("regorus", "regopy", "opa")
+EMBEDDED_BACKENDS = ("regorus", "regopy")
+
+_PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_PACKAGE_DECL = re.compile(r"^[ \t]*package[ \t]+([A-Za-z_][\w.]*)", re.MULTILINE)
+
+
+class PolicyEngine(ABC):
+    """Evaluates one compiled policy set against the objects of an app."""
+
+    @abstractmethod
+    def evaluate(self, objects: list[K8sObject], app: dict[str, Any]) -> PolicyResult:
+        """Verdict for ``objects`` (all of one app); never raises for engine failures."""
+
+    def close(self) -> None:  # noqa: B027 - engines without resources need nothing
+        """Release the engine's worker process or server-side policies."""
+
+    def __enter__(self) -> PolicyEngine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class StaticEngine(PolicyEngine):
+    """An engine whose answer is known up front: no policies, or a broken policy set."""
+
+    def __init__(self, error: str | None = None) -> None:
+        self._error = error
+
+    def evaluate(self, objects: list[K8sObject], app: dict[str, Any]) -> PolicyResult:
+        return error_result(self._error) if self._error else PolicyResult()
+
+
+class EmbeddedEngine(PolicyEngine):
+    """regorus or regopy in a worker subprocess: policies compiled once, one request per app."""
+
+    def __init__(
+        self, backend: str, sources: dict[str, str], *, package: str, timeout_s: float
+    ) -> None:
+        self._query = f"data.{package}"
+        self._worker = WorkerProcess(
+            {"op": "load", "backend": backend, "sources": sources}, timeout_s
+        )
+
+    def load_error(self) -> str | None:
+        """The compile error of the policy set, if any (starts the worker)."""
+        try:
+            reply = self._worker.setup_reply()
+        except WorkerError as exc:
+            return str(exc)
+        return None if reply.get("ok") else reply.get("error") or "policy compilation failed"
+
+    def evaluate(self, objects: list[K8sObject], app: dict[str, Any]) -> PolicyResult:
+        request = {
+            "op": "eval",
+            "query": self._query,
+            "data": {"sluice": {"app": app, "objects": objects}},
+            "inputs": objects,
+        }
+        try:
+            reply = self._worker.request(request)
+        except WorkerError as exc:
+            return error_result(str(exc))
+        if not reply.get("ok"):
+            return error_result(_located(reply, objects))
+        return result_for(objects, reply["results"])
+
+    def close(self) -> None:
+        self._worker.close()
+
+
+def _located(reply: dict[str, Any], objects: list[K8sObject]) -> str:
+    message = reply.get("error") or "policy evaluation failed"
+    index = reply.get("index")
+    if isinstance(index, int) and 0 <= index < len(objects):
+        return f"{describe_object(objects[index])}: {message}"
+    return message
+
+
+def is_test_file(path: str) -> bool:
+    return path.endswith("_test.rego")
+
+
+def policy_sources(sources: dict[str, str]) -> dict[str, str]:
+    """The files that gate: every ``*.rego`` except ``*_test.rego``."""
+    return {
+        path: text
+        for path, text in sorted(sources.items())
+        if path.endswith(".rego") and not is_test_file(path)
+    }
+
+
+def declared_packages(sources: dict[str, str]) -> dict[str, str]:
+    """Map of file path → the package it declares (comments ignored)."""
+    found = {}
+    for path, text in sources.items():
+        stripped = re.sub(r"#[^\n]*", "", text)
+        match = _PACKAGE_DECL.search(stripped)
+        if match:
+            found[path] = match.group(1)
+    return found
+
+
+def validate_package(package: str) -> None:
+    if not _PACKAGE_NAME.match(package):
+        raise ValueError(f"invalid Rego package name {package!r} (expected e.g. 'main')")
+
+
+def missing_package_error(sources: dict[str, str], package: str) -> str | None:
+    packages = declared_packages(sources)
+    if package in packages.values():
+        return None
+    seen = ", ".join(f"{p} ({path})" for path, p in packages.items()) or "none"
+    return f"no policy file declares package {package}; packages found: {seen}"
+
+
+def make_engine(
+    backend: str,
+    sources: dict[str, str],
+    *,
+    package: str = "main",
+    opa_url: str | None = None,
+    opa_token: str | None = None,
+    timeout_s: float = 10.0,
+) -> PolicyEngine:
+    """An engine for ``sources`` (path → Rego text); ``*_test.rego`` files are left out.
+
+    A policy set that does not compile yields an engine whose every verdict is
+    ``error`` with the compile message; an empty policy set always passes.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown policy backend {backend!r}; expected one of {BACKENDS}")
+    validate_package(package)
+    if timeout_s <= 0:
+        raise ValueError("timeout_s must be positive")
+    if backend == "opa" and not opa_url:
+        raise ValueError("the opa policy backend needs opa_url")
+    sources = policy_sources(sources)
+    if not sources:
+        return StaticEngine()
+    problem = missing_package_error(sources, package)
+    if problem:
+        return StaticEngine(problem)
+    if backend == "opa":
+        from bot.policy.opa import OpaEngine
+
+        return OpaEngine(
+            sources, package=package, url=opa_url or "", token=opa_token, timeout_s=timeout_s
+        )
+    engine = EmbeddedEngine(backend, sources, package=package, timeout_s=timeout_s)
+    problem = engine.load_error()
+    if problem:
+        engine.close()
+        return StaticEngine(f"policy compilation failed: {problem}")
+    return engine
