@@ -429,7 +429,8 @@ def test_gunicorn_intake_throughput_jobs_restart_and_shutdown(served):
              and queue.stats().by_state["running"] == 0, 60, "jobs to finish")
     done = queue.stats()
     assert done.by_state["done"] + done.by_state["cancelled"] == 300
-    assert done.by_state["done"] == len(list(markers.iterdir()))
+    # A preview flagged as superseded while it ran still ran: it ends "cancelled".
+    assert done.by_state["done"] <= len(list(markers.iterdir())) <= 300
     (beat,) = queue.pool_beats()
     pids = {p.read_text() for p in markers.iterdir()}
     assert pids == {str(beat.pid)}

@@ -88,8 +88,8 @@ class RegopyEngine:
         return rego
 
     def _build(self, query: str, data: Any) -> tuple[Any, Any]:
-        rego = self._interpreter(data)
         try:
+            rego = self._interpreter(data)
             bundle = rego.build(f"sluice_result__ = {query}", [])
         except self._regopy.RegoError as exc:
             raise EngineError(_regopy_error(str(exc), self._sources)) from None
@@ -201,6 +201,8 @@ class Server:
             self._engine = BACKENDS[self._backend](self._sources)
         except EngineError as exc:
             return {"ok": False, "error": str(exc), "index": None}
+        except Exception as exc:  # noqa: BLE001 - any engine failure is a reported error
+            return {"ok": False, "error": _describe(exc), "index": None}
         except BaseException as exc:  # noqa: BLE001 - Rust panics derive from BaseException
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
