@@ -502,6 +502,8 @@ class JobQueue:
 
     def beat_pool(self, pool_id: str, alive: int, size: int) -> None:
         with self._tx() as conn:
+            # Beats of pools that died without saying goodbye (SIGKILL) fade out.
+            conn.execute("DELETE FROM pool_beats WHERE at < ?", (self.clock() - 3600,))
             conn.execute(
                 "INSERT INTO pool_beats (pool_id, pid, alive, size, at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (pool_id) DO UPDATE SET pid = excluded.pid, alive = excluded.alive, "

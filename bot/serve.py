@@ -63,6 +63,7 @@ def run(
     http_threads: int = HTTP_THREADS,
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    _setup_logging()
     JobQueue(config.db_path)  # create the schema once, before any child races for it
     for forge, reason in sorted(config.disabled.items()):
         log.warning("%s webhooks disabled: %s", forge, reason)
@@ -109,7 +110,8 @@ class _Gunicorn(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in self._options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # newer settings are skipped on older gunicorn
+                self.cfg.set(key, value)
 
     def load(self) -> Flask:
         return self._app_factory()
@@ -129,16 +131,19 @@ def gunicorn_options(bind: str, http_threads: int) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "sluice-http",
+        # gunicornc could change the worker count; and its default socket path is
+        # shared by every instance on the host.
+        "control_socket_disable": True,
     }
 
 
 def _http_main(config: ServerConfig, bind: str, http_threads: int) -> None:
-    _setup_child_logging()
+    _setup_logging()
     _Gunicorn(lambda: build_http_app(config), gunicorn_options(bind, http_threads)).run()
 
 
 def _pool_main(config: ServerConfig, runner_factory: RunnerFactory, parent_pid: int) -> None:
-    _setup_child_logging()
+    _setup_logging()
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -251,7 +256,7 @@ class Supervisor:
                 process.join(5)
 
 
-def _setup_child_logging() -> None:
+def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s"
     )
@@ -273,6 +278,11 @@ def _run_dev(config: ServerConfig, bind: str, runner_factory: RunnerFactory) -> 
         return ok, reason
 
     app = create_app(config, queue, Metrics(queue), readiness, on_enqueued=lambda _id: pool.wake())
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # werkzeug's server loop exits cleanly on it
+
+    signal.signal(signal.SIGTERM, on_term)
     pool.start()
     try:
         app.run(host=host or "127.0.0.1", port=int(port), threaded=True, use_reloader=False)

@@ -180,6 +180,14 @@ def test_app_whose_inputs_cannot_be_determined_is_affected(repo) -> None:
     assert git_repo.affected(head, later) == {"web-prod"}
 
 
+def test_app_with_an_escaping_path_is_affected_and_never_probed(repo, tmp_path: Path) -> None:
+    git_repo, base = repo
+    root = git_repo.exports.get(git_repo.git, base)
+    (tmp_path / "outside").mkdir()
+    escaping = App(name="esc", path="../../outside")
+    assert affected_apps([escaping], [], root, root) == {"esc"}
+
+
 def test_render_inputs_of_an_overlay(repo) -> None:
     git_repo, base = repo
     root = git_repo.exports.get(git_repo.git, base)

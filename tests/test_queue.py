@@ -319,13 +319,19 @@ def test_pool_retries_transient_forge_errors_and_fails_permanent_ones(real_queue
     buggy = real_queue.enqueue_delivery("3", job(pr=3))
     pool.start()
     try:
-        wait_until(lambda: all(real_queue.get(i).state != "queued" for i in (flaky, missing, buggy))
-                   and real_queue.stats().by_state["running"] == 0)
+        wait_until(
+            lambda: (
+                all(real_queue.get(i).state != "queued" for i in (flaky, missing, buggy))
+                and real_queue.stats().by_state["running"] == 0
+            )
+        )
     finally:
         pool.stop(5)
     assert real_queue.get(flaky).state == "done" and calls[flaky] == 3
     assert real_queue.get(missing).state == "failed" and calls[missing] == 1
-    assert real_queue.get(buggy).state == "failed" and "KeyError" in real_queue.get(buggy).last_error
+    assert (
+        real_queue.get(buggy).state == "failed" and "KeyError" in real_queue.get(buggy).last_error
+    )
     assert sorted(given_up) == [missing, buggy]
 
 

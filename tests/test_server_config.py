@@ -210,8 +210,9 @@ repos:
     errors = check_config_file(path)
     assert len(errors) == 7
     assert all(e.startswith(f"{path}: repos[") for e in errors)
-    assert "repos[0] (org/a): commands: /sync: permission: unknown permission level 'wrte'" in (
-        errors[0]
+    assert (
+        "repos[0] (org/a): commands: /sync: permission: unknown permission level 'wrte'"
+        in (errors[0])
     )
     assert "repos[1] (org/b): commands: unknown command '/snyc'" in errors[1]
     assert "repos[2] (org/c): opa_url: required when policy_engine is opa" in errors[2]
@@ -224,7 +225,9 @@ repos:
 
 
 def test_config_file_yaml_and_shape_errors(tmp_path):
-    assert check_config_file(tmp_path / "missing.yaml")[0].endswith("cannot read: No such file or directory")
+    assert check_config_file(tmp_path / "missing.yaml")[0].endswith(
+        "cannot read: No such file or directory"
+    )
     bad_yaml = write(tmp_path, "repos:\n  - match: [unclosed\n")
     (error,) = check_config_file(bad_yaml)
     assert error.startswith(str(bad_yaml)) and "line" in error

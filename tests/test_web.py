@@ -61,11 +61,22 @@ class Intake:
         self.queue = queue
         self.ready = (True, "database ok; job workers alive")
 
-    def github(self, event: str, payload: Any, delivery: str, *, secret: str = GH_SECRET,
-               body: bytes | None = None, signature: str | None = "sign") -> requests.Response:
+    def github(
+        self,
+        event: str,
+        payload: Any,
+        delivery: str,
+        *,
+        secret: str = GH_SECRET,
+        body: bytes | None = None,
+        signature: str | None = "sign",
+    ) -> requests.Response:
         raw = body if body is not None else json.dumps(payload).encode()
-        headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery,
-                   "Content-Type": "application/json"}
+        headers = {
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery,
+            "Content-Type": "application/json",
+        }
         if signature == "sign":
             headers["X-Hub-Signature-256"] = github_signature(secret, raw)
         elif signature is not None:
@@ -76,8 +87,9 @@ class Intake:
         headers = {"X-Gitlab-Event": event, "X-Gitlab-Event-UUID": delivery}
         if token is not None:
             headers["X-Gitlab-Token"] = token
-        return requests.post(f"{self.url}/webhooks/gitlab", json=payload, headers=headers,
-                             timeout=10)
+        return requests.post(
+            f"{self.url}/webhooks/gitlab", json=payload, headers=headers, timeout=10
+        )
 
 
 def serve_in_thread(app) -> Iterator[str]:
@@ -212,11 +224,15 @@ def test_chunked_body_over_25_mb_is_refused(intake):
         for _ in range(26):
             yield block
 
-    headers = {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "chunked",
-               "X-Hub-Signature-256": "sha256=" + "0" * 64}
+    headers = {
+        "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": "chunked",
+        "X-Hub-Signature-256": "sha256=" + "0" * 64,
+    }
     try:
-        response = requests.post(f"{intake.url}/webhooks/github", data=chunks(),
-                                 headers=headers, timeout=30)
+        response = requests.post(
+            f"{intake.url}/webhooks/github", data=chunks(), headers=headers, timeout=30
+        )
     except requests.ConnectionError:
         pytest.fail("the server dropped the connection instead of answering 413")
     assert response.status_code == 413
@@ -226,8 +242,10 @@ def test_chunked_body_over_25_mb_is_refused(intake):
 def test_unsupported_events_are_accepted_with_a_reason(intake):
     labeled = intake.github("pull_request", sample("github_pull_request_labeled.json"), "d-1")
     assert labeled.status_code == 202
-    assert labeled.json() == {"status": "ignored",
-                              "reason": "pull_request action 'labeled' is not handled"}
+    assert labeled.json() == {
+        "status": "ignored",
+        "reason": "pull_request action 'labeled' is not handled",
+    }
     ping = intake.github("ping", sample("github_ping.json"), "d-2")
     assert ping.status_code == 202 and ping.json()["reason"].startswith("ping")
     on_issue = intake.github("issue_comment", sample("github_issue_comment_created.json"), "d-3")
@@ -410,8 +428,11 @@ def test_gunicorn_intake_throughput_jobs_restart_and_shutdown(served):
         response = session.post(
             f"{url}/webhooks/github",
             data=body,
-            headers={"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
-                     "X-Hub-Signature-256": signature},
+            headers={
+                "X-GitHub-Event": "pull_request",
+                "X-GitHub-Delivery": delivery,
+                "X-Hub-Signature-256": signature,
+            },
             timeout=10,
         )
         latencies.append(time.perf_counter() - t0)
@@ -420,13 +441,18 @@ def test_gunicorn_intake_throughput_jobs_restart_and_shutdown(served):
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
-    print(f"\ngunicorn intake: {len(bodies) / elapsed:.0f} deliveries/s sequential, "
-          f"ack p50 {p50:.1f} ms, p99 {p99:.1f} ms (24 KB signed payloads, jobs running)")
+    print(
+        f"\ngunicorn intake: {len(bodies) / elapsed:.0f} deliveries/s sequential, "
+        f"ack p50 {p50:.1f} ms, p99 {p99:.1f} ms (24 KB signed payloads, jobs running)"
+    )
     assert p99 < 1000
 
     # The jobs run in the separate job process, never in the HTTP worker.
-    wait_for(lambda: queue.stats().by_state["queued"] == 0
-             and queue.stats().by_state["running"] == 0, 60, "jobs to finish")
+    wait_for(
+        lambda: queue.stats().by_state["queued"] == 0 and queue.stats().by_state["running"] == 0,
+        60,
+        "jobs to finish",
+    )
     done = queue.stats()
     assert done.by_state["done"] + done.by_state["cancelled"] == 300
     # A preview flagged as superseded while it ran still ran: it ends "cancelled".
@@ -436,11 +462,14 @@ def test_gunicorn_intake_throughput_jobs_restart_and_shutdown(served):
     assert pids == {str(beat.pid)}
 
     text = session.get(f"{url}/metrics", timeout=5).text
-    assert 'sluice_webhooks_total{event="pull_request",forge="github",result="queued"} 300.0' in text
+    assert (
+        'sluice_webhooks_total{event="pull_request",forge="github",result="queued"} 300.0' in text
+    )
     assert f'sluice_jobs_total{{kind="preview",result="success"}} {done.by_state["done"]}.0' in text
 
-    status, _ = oversized_request(url, "/webhooks/github",
-                                  {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "big"})
+    status, _ = oversized_request(
+        url, "/webhooks/github", {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "big"}
+    )
     assert status == 413
 
     # Kill the job process: the supervisor starts a new one and work continues.
@@ -448,9 +477,15 @@ def test_gunicorn_intake_throughput_jobs_restart_and_shutdown(served):
     wait_for(lambda: any(b.pid != beat.pid for b in queue.pool_beats()), 30, "a new job process")
     body = json.dumps(opened(number=99, head="f" * 40)).encode()
     response = session.post(
-        f"{url}/webhooks/github", data=body,
-        headers={"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "after-restart",
-                 "X-Hub-Signature-256": github_signature(GH_SECRET, body)}, timeout=10)
+        f"{url}/webhooks/github",
+        data=body,
+        headers={
+            "X-GitHub-Event": "pull_request",
+            "X-GitHub-Delivery": "after-restart",
+            "X-Hub-Signature-256": github_signature(GH_SECRET, body),
+        },
+        timeout=10,
+    )
     job_id = response.json()["job"]
     wait_for(lambda: queue.get(job_id).state == "done", 30, "the job after the restart")
     wait_for(lambda: readyz(url) == 200, 30, "readiness after the restart")

@@ -42,7 +42,10 @@ def gh(event: str, payload: dict[str, Any]):
 
 
 def gl(event: str, payload: dict[str, Any]):
-    headers = {"X-Gitlab-Event": event, "X-Gitlab-Event-UUID": "13792a34-cac6-4fda-95a8-c58e00a3954e"}
+    headers = {
+        "X-Gitlab-Event": event,
+        "X-Gitlab-Event-UUID": "13792a34-cac6-4fda-95a8-c58e00a3954e",
+    }
     return parse_gitlab(headers, json.dumps(payload).encode())
 
 

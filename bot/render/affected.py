@@ -9,6 +9,7 @@ from pathlib import Path
 from bot.models import App
 from bot.render.engine import render_inputs
 from bot.render.limits import RenderError
+from bot.render.tree import ExportTree
 
 
 def affected_apps(
@@ -36,10 +37,10 @@ def _is_affected(
     if any(_watched(path, patterns) for path in changed):
         return True
     present = [_app_exists(app, root) for root in (base_root, head_root)]
-    if present[0] != present[1]:
+    if None in present or present[0] != present[1]:
         return True
-    for root in (base_root, head_root):
-        if root is None or not _app_exists(app, root):
+    for root, exists in zip((base_root, head_root), present, strict=True):
+        if root is None or not exists:
             continue
         try:
             inputs = render_inputs(app, root)
@@ -50,8 +51,15 @@ def _is_affected(
     return False
 
 
-def _app_exists(app: App, root: Path | None) -> bool:
-    return root is not None and (root / app.path).is_dir()
+def _app_exists(app: App, root: Path | None) -> bool | None:
+    """Whether the app's directory exists in ``root``; None when its path is unsafe."""
+    if root is None:
+        return False
+    try:
+        tree = ExportTree(root)
+        return tree.real(tree.join("", app.path, "path"), "path").is_dir() if app.path else True
+    except RenderError:
+        return None
 
 
 def _under(path: str, directory: str) -> bool:

@@ -1,0 +1,309 @@
+"""The bot's jobs: preview a pull request, run chat-ops commands, hand off merges.
+
+The worker pool calls ``BotHandlers.handle`` for every claimed job. Handlers are
+idempotent: a re-run edits the same comment and sets the same statuses, so
+at-least-once execution never shows twice on a pull request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from bot.commands import (
+    CommandError,
+    ParsedCommand,
+    UnknownCommand,
+    authorize,
+    help_text,
+    parse_commands,
+    unknown_command_reply,
+)
+from bot.config.server import RepoSettings, ServerConfig
+from bot.forge.base import Forge, PullRequest
+from bot.forge.webhooks import CommentEvent, PullRequestEvent, event_from_dict
+from bot.gitops import Git, GitError, Mirrors
+from bot.models import Report
+from bot.overrides import (
+    OverrideStore,
+    apply_override,
+    deny_violations,
+    pr_key,
+    violations_fingerprint,
+)
+from bot.preview import PreviewError, PreviewOptions, run_preview
+from bot.publish import (
+    error_statuses,
+    gate_statuses,
+    pending_statuses,
+    publish_statuses,
+    upsert_report,
+)
+from bot.queue import Job
+from bot.report import render_markdown
+from bot.worker import CancelToken, RetryableError
+
+log = logging.getLogger(__name__)
+
+DEPLOY_COMMANDS = ("sync", "rollback")
+
+
+class MergeHandoff(Protocol):
+    """Called once a pull request merged; the merge-to-deploy layer fills it in."""
+
+    def __call__(self, forge: Forge, pr: PullRequest) -> None: ...
+
+
+def deploys_not_configured(forge: Forge, pr: PullRequest) -> None:
+    log.info("%s#%s merged; deploys are not configured", pr.repo.full_name, pr.number)
+
+
+@dataclass
+class BotHandlers:
+    config: ServerConfig
+    forges: Mapping[str, Forge]
+    mirrors: Mirrors
+    overrides: OverrideStore
+    cache_dir: Path
+    on_merged: MergeHandoff = deploys_not_configured
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def handle(self, job: Job, cancel: CancelToken) -> None:
+        event = event_from_dict(job.payload)
+        if isinstance(event, CommentEvent):
+            self.run_commands(event, cancel)
+        elif job.kind == "preview":
+            self.preview(event, cancel)
+        elif job.kind == "merged":
+            forge = self._forge(event.forge)
+            self.on_merged(forge, forge.get_pull_request(event.repo, event.number))
+        elif job.kind == "closed":
+            log.info("%s closed: nothing to clean up beyond cancelled jobs", job.pr_key)
+        else:
+            raise ValueError(f"unknown job kind {job.kind!r}")
+
+    def give_up(self, job: Job, error: BaseException | str) -> None:
+        """A job failed for good: say so on the PR instead of going quiet."""
+        event = event_from_dict(job.payload)
+        forge = self._forge(event.forge)
+        pr = forge.get_pull_request(event.repo, event.number)
+        reason = _one_line(str(error))
+        publish_statuses(forge, pr, error_statuses(f"Sluice failed: {reason}"[:140]))
+        forge.create_comment(
+            pr,
+            f"🛑 Sluice could not finish its {job.kind} job for `{pr.head_sha[:12]}` after "
+            f"{job.attempts} attempts: {reason}\n\nPush a commit or comment `/diff` to retry.",
+        )
+
+    # -- preview ----------------------------------------------------------------------
+
+    def preview(
+        self,
+        event: PullRequestEvent,
+        cancel: CancelToken,
+        *,
+        extra_apps: tuple[str, ...] = (),
+    ) -> Report | None:
+        forge = self._forge(event.forge)
+        pr = forge.get_pull_request(event.repo, event.number)
+        if pr.state != "open":
+            return None
+        if pr.head_sha != event.head_sha:
+            log.info("%s moved on to %s; skipping stale preview", event.pr_key, pr.head_sha)
+            return None
+        settings = self.config.repo_settings(event.forge, pr.repo.full_name)
+        if pr.draft and not settings.draft_previews:
+            return None
+        return self._preview_pr(forge, pr, settings, cancel, extra_apps=extra_apps)
+
+    def _preview_pr(
+        self,
+        forge: Forge,
+        pr: PullRequest,
+        settings: RepoSettings,
+        cancel: CancelToken,
+        *,
+        extra_apps: tuple[str, ...] = (),
+    ) -> Report:
+        publish_statuses(forge, pr, pending_statuses())
+        cancel.raise_if_cancelled()
+        report = self._run_preview(forge, pr, settings, extra_apps)
+        cancel.raise_if_cancelled()
+        override = self.overrides.active(
+            pr_key(pr.repo, pr.number), pr.head_sha, violations_fingerprint(report)
+        )
+        if override is not None:
+            report = apply_override(report, override)
+        self._publish(forge, pr, report)
+        return report
+
+    def _publish(self, forge: Forge, pr: PullRequest, report: Report) -> None:
+        notes = ["_Draft pull request: Sluice previews it; nothing deploys from a draft._"]
+        body = render_markdown(report, title="Sluice", extra=notes if pr.draft else None)
+        comment = upsert_report(forge, pr, body, self._bot_login(forge))
+        publish_statuses(forge, pr, gate_statuses(report), comment.url or None)
+
+    def _run_preview(
+        self, forge: Forge, pr: PullRequest, settings: RepoSettings, extra_apps: tuple[str, ...]
+    ) -> Report:
+        git = self._fetch(forge, pr)
+        options = PreviewOptions(
+            keys_dir=self.config.trusted_keys,
+            extra_apps=extra_apps,
+            policy_backend=settings.policy_engine,
+            opa_url=settings.opa_url,
+            cache_dir=self.cache_dir,
+        )
+        try:
+            return run_preview(git.path, pr.base_sha, pr.head_sha, options)
+        except PreviewError as exc:
+            raise RetryableError(f"preview of {pr.head_sha[:12]} failed: {exc}") from None
+
+    def _fetch(self, forge: Forge, pr: PullRequest) -> Git:
+        auth = forge.clone_auth(pr.repo)
+        key = f"{forge.name}-{pr.repo.full_name}"
+        try:
+            self.mirrors.fetch(key, pr.repo.clone_url, [pr.base_sha], auth=auth)
+            head_url = pr.head_clone_url or pr.repo.clone_url
+            return self.mirrors.fetch(key, head_url, [pr.head_sha], auth=auth)
+        except GitError as exc:
+            raise RetryableError(str(exc)) from None
+
+    # -- commands ---------------------------------------------------------------------
+
+    def run_commands(self, event: CommentEvent, cancel: CancelToken) -> None:
+        if event.action != "created" or not event.is_pull_request:
+            return  # edited comments are never re-run
+        forge = self._forge(event.forge)
+        bot_login = self._bot_login(forge)
+        if event.author_is_bot or event.author.lower() == bot_login.lower():
+            return
+        parsed = parse_commands(event.body, bot_login)
+        if not parsed:
+            return
+        pr = forge.get_pull_request(event.repo, event.number)
+        settings = self.config.repo_settings(event.forge, pr.repo.full_name)
+        for item in parsed:
+            cancel.raise_if_cancelled()
+            if isinstance(item, UnknownCommand):
+                self._reply(forge, pr, event, unknown_command_reply(item.name))
+            elif isinstance(item, CommandError):
+                self._reply(forge, pr, event, f"`{item.raw.strip()}`: {item.message}")
+            else:
+                self._run_command(forge, pr, settings, event, item, cancel)
+
+    def _run_command(
+        self,
+        forge: Forge,
+        pr: PullRequest,
+        settings: RepoSettings,
+        event: CommentEvent,
+        command: ParsedCommand,
+        cancel: CancelToken,
+    ) -> None:
+        decision = authorize(
+            command,
+            event.author,
+            rules=settings.command_rules(),
+            permission_of=lambda user: forge.permission(pr.repo, user),
+            is_member=lambda team, user: forge.is_member(pr.repo, team, user),
+            pr_is_fork=pr.is_fork,
+            is_bot_self=False,
+        )
+        if not decision.allowed:
+            self._reply(forge, pr, event, f"🚫 {decision.reason}")
+            return
+        forge.add_reaction(pr, event.comment_id, "eyes")
+        if command.name == "help":
+            self._reply(forge, pr, event, help_text(self._bot_login(forge)))
+        elif command.name in ("diff", "policy"):
+            self._rerun(forge, pr, settings, event, command, cancel)
+        elif command.name == "approve-policy":
+            self._approve_policy(forge, pr, settings, event, command, cancel)
+        elif command.name in DEPLOY_COMMANDS:
+            self._reply(
+                forge,
+                pr,
+                event,
+                f"`/{command.name}`: deploys are not configured for this repository "
+                "(no puller is connected to this Sluice installation).",
+            )
+
+    def _rerun(
+        self,
+        forge: Forge,
+        pr: PullRequest,
+        settings: RepoSettings,
+        event: CommentEvent,
+        command: ParsedCommand,
+        cancel: CancelToken,
+    ) -> None:
+        if pr.state != "open":
+            self._reply(forge, pr, event, f"`/{command.name}`: this pull request is not open.")
+            return
+        report = self._preview_pr(forge, pr, settings, cancel, extra_apps=command.args)
+        missing = sorted(set(command.args) - {app.name for app in report.apps})
+        if missing:
+            self._reply(
+                forge,
+                pr,
+                event,
+                f"`/{command.name}`: no app named {', '.join(f'`{m}`' for m in missing)} "
+                "in `.sluice.yaml`.",
+            )
+
+    def _approve_policy(
+        self,
+        forge: Forge,
+        pr: PullRequest,
+        settings: RepoSettings,
+        event: CommentEvent,
+        command: ParsedCommand,
+        cancel: CancelToken,
+    ) -> None:
+        report = self._run_preview(forge, pr, settings, ())
+        cancel.raise_if_cancelled()
+        if not deny_violations(report):
+            self._reply(forge, pr, event, "`/approve-policy`: there are no deny violations.")
+            return
+        override = self.overrides.record(
+            pr_key(pr.repo, pr.number),
+            pr.head_sha,
+            violations_fingerprint(report),
+            event.author,
+            command.reason or "",
+            self.clock(),
+        )
+        log.info(
+            "policy override %s by %s on %s at %s",
+            override.id,
+            event.author,
+            pr_key(pr.repo, pr.number),
+            pr.head_sha,
+        )
+        self._publish(forge, pr, apply_override(report, override))
+
+    def _reply(self, forge: Forge, pr: PullRequest, event: CommentEvent, text: str) -> None:
+        forge.create_comment(pr, f"@{event.author} {text}")
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _forge(self, name: str) -> Forge:
+        try:
+            return self.forges[name]
+        except KeyError:
+            raise ValueError(f"forge {name!r} is not configured") from None
+
+    def _bot_login(self, forge: Forge) -> str:
+        return self.config.bot_login or forge.bot_login()
+
+
+def _one_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return line[:300]
