@@ -8,7 +8,7 @@ Guarantees:
   processes never claim the same job; a PR never has two running jobs;
 * a claimed job carries a lease; a job whose worker died goes back to the queue
   when the lease expires (at-least-once). Every state change after the claim is
-  fenced by (id, attempts), so a worker that lost its lease cannot overwrite the
+  fenced by (id, attempts, worker id), so a worker that lost its lease cannot overwrite the
   outcome of the one that took over.
 
 Outcome counters and duration histograms are kept in the database too, so the
@@ -272,8 +272,8 @@ class JobQueue:
         with self._tx() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET lease_expires_at = ? "
-                "WHERE id = ? AND attempts = ? AND state = 'running'",
-                (self.clock() + lease_s, job.id, job.attempts),
+                "WHERE id = ? AND attempts = ? AND worker_id IS ? AND state = 'running'",
+                (self.clock() + lease_s, job.id, job.attempts, job.worker_id),
             )
         return cursor.rowcount == 1
 
@@ -290,8 +290,9 @@ class JobQueue:
         row = (
             self._connect()
             .execute(
-                "SELECT 1 FROM jobs WHERE id = ? AND attempts = ? AND state = 'running'",
-                (job.id, job.attempts),
+                "SELECT 1 FROM jobs WHERE id = ? AND attempts = ? AND worker_id IS ? "
+                "AND state = 'running'",
+                (job.id, job.attempts, job.worker_id),
             )
             .fetchone()
         )
@@ -318,8 +319,8 @@ class JobQueue:
             cursor = conn.execute(
                 "UPDATE jobs SET state = 'queued', attempts = attempts - 1, worker_id = NULL, "
                 "lease_expires_at = NULL, next_run_at = ? "
-                "WHERE id = ? AND attempts = ? AND state = 'running'",
-                (self.clock(), job.id, job.attempts),
+                "WHERE id = ? AND attempts = ? AND worker_id IS ? AND state = 'running'",
+                (self.clock(), job.id, job.attempts, job.worker_id),
             )
         return cursor.rowcount == 1
 
@@ -329,8 +330,8 @@ class JobQueue:
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT cancel_requested, started_at FROM jobs "
-                "WHERE id = ? AND attempts = ? AND state = 'running'",
-                (job.id, job.attempts),
+                "WHERE id = ? AND attempts = ? AND worker_id IS ? AND state = 'running'",
+                (job.id, job.attempts, job.worker_id),
             ).fetchone()
             if row is None:
                 return False  # lease lost: someone else owns the outcome now
@@ -450,6 +451,21 @@ class JobQueue:
                     )
                     requeued.append(row["id"])
         return Recovery(tuple(requeued), tuple(failed))
+
+    def prune(self, keep_s: float = 14 * 24 * 3600) -> int:
+        """Forget finished jobs and deliveries older than ``keep_s``; returns jobs removed.
+
+        A delivery redelivered after that is processed again (at-least-once anyway).
+        """
+        cutoff = self.clock() - keep_s
+        with self._tx() as conn:
+            removed = conn.execute(
+                "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled') "
+                "AND created_at < ?",
+                (cutoff,),
+            ).rowcount
+            conn.execute("DELETE FROM deliveries WHERE received_at < ?", (cutoff,))
+        return removed
 
     # -- inspection -------------------------------------------------------------------
 

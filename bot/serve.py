@@ -257,6 +257,7 @@ class Supervisor:
 
 
 def _setup_logging() -> None:
+    """Log to stderr, unless the caller (the CLI) configured logging already."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s"
     )

@@ -90,6 +90,8 @@ class WorkerPool:
         max_backoff_s: float = 300.0,
         poll_s: float = 0.25,
         housekeeping_s: float = 2.0,
+        prune_every_s: float = 3600.0,
+        keep_finished_s: float = 14 * 24 * 3600,
         pool_id: str | None = None,
     ):
         if size < 1:
@@ -104,6 +106,8 @@ class WorkerPool:
         self.max_backoff_s = max_backoff_s
         self.poll_s = poll_s
         self.housekeeping_s = housekeeping_s
+        self.prune_every_s = prune_every_s
+        self.keep_finished_s = keep_finished_s
         self.pool_id = pool_id or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -248,7 +252,11 @@ class WorkerPool:
     # -- housekeeping -----------------------------------------------------------------
 
     def _housekeep(self) -> None:
+        pruned_at = 0.0
         while not self._stop.wait(min(self.housekeeping_s, self.lease_s / 3)):
+            if time.monotonic() - pruned_at >= self.prune_every_s:
+                pruned_at = time.monotonic()
+                self.queue.prune(self.keep_finished_s)
             with self._lock:
                 running = list(self._running.values())
             for job, token in running:

@@ -170,6 +170,28 @@ def test_stats_count_outcomes_and_durations(queue, clock):
     assert stats.oldest_queued_age_s == pytest.approx(20.3)
 
 
+def test_release_and_fencing_by_worker(queue):
+    queue.enqueue_delivery("1", job())
+    first = queue.claim("w1", lease_s=30)
+    assert queue.release(first)  # shutdown: back in the queue, attempt not counted
+    second = queue.claim("w2", lease_s=30)
+    assert second.attempts == first.attempts == 1
+    # The first worker's late outcome does not touch the second worker's claim.
+    assert not queue.complete(first) and not queue.owns(first)
+    assert queue.owns(second) and queue.complete(second)
+
+
+def test_prune_forgets_old_finished_work(queue, clock):
+    queue.enqueue_delivery("old", job(pr=1))
+    queue.complete(queue.claim("w", 30))
+    queue.enqueue_delivery("pending", job(pr=2))
+    clock.now += 15 * 24 * 3600
+    queue.enqueue_delivery("new", job(pr=3))
+    assert queue.prune(keep_s=14 * 24 * 3600) == 1
+    assert [j.pr_key[-2:] for j in queue.jobs()] == ["#2", "#3"]
+    assert not queue.seen_delivery("old") and queue.seen_delivery("new")
+
+
 CRASHING_WORKER = """
 import os, sys
 from bot.queue import JobQueue

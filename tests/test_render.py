@@ -240,22 +240,30 @@ def test_kustomize_inputs_follow_generators_components_and_patch_files(repo: Pat
     } <= result.inputs
 
 
+def test_kustomize_file_outside_the_kustomization_root_is_refused(repo: Path) -> None:
+    write(repo, "apps/up/kustomization.yaml", "resources: [../web/base/deploy.yaml]\n")
+    result = render_app(App(name="up", path="apps/up"), repo)
+    assert result.objects == []
+    assert result.error == (
+        "apps/up/kustomization.yaml: resources: '../web/base/deploy.yaml' is outside the "
+        "kustomization directory; kustomize only loads files from below it (refer to a "
+        "directory with its own kustomization)"
+    )
+
+
 def test_kustomize_error_from_kubectl_is_reported_on_the_app(repo: Path) -> None:
-    write(
-        repo,
-        "apps/dup/kustomization.yaml",
-        "resources: [../web/base/deploy.yaml, again.yaml]\n",
-    )
-    write(
-        repo,
-        "apps/dup/again.yaml",
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
-    )
-    # kustomize refuses a file outside the kustomization root (LoadRestrictionsRootOnly).
+    write(repo, "apps/dup/kustomization.yaml", "resources: [a.yaml, b.yaml]\n")
+    for name in ("a", "b"):
+        write(
+            repo,
+            f"apps/dup/{name}.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
+        )
     result = render_app(App(name="dup", path="apps/dup"), repo)
     assert result.objects == []
     assert result.error is not None
     assert result.error.startswith("apps/dup: kustomize failed: ")
+    assert "already registered id: Deployment.v1.apps/web" in result.error
     assert str(repo) not in result.error
 
 
@@ -269,6 +277,29 @@ def test_secret_generator_literal_is_never_echoed(repo: Path) -> None:
     assert result.error == (
         "apps/sec/kustomization.yaml: secretGenerator: literals[0] must have the form key=value"
     )
+
+
+def test_kubectl_error_quoting_a_secret_value_is_scrubbed(repo: Path) -> None:
+    write(
+        repo,
+        "apps/rep/kustomization.yaml",
+        "resources: [s.yaml]\nreplacements:\n"
+        "- source: {kind: Secret, name: db, fieldPath: stringData.password}\n"
+        "  targets:\n  - select: {kind: Secret, name: db}\n"
+        "    fieldPaths: [stringData.password.nope]\n",
+    )
+    write(
+        repo,
+        "apps/rep/s.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\n"
+        "stringData: {password: sw0rdfish-actual}\n",
+    )
+    result = render_app(App(name="rep", path="apps/rep"), repo)
+    assert result.error is not None
+    # kubectl itself prints "node contents: sw0rdfish-actual" here.
+    assert result.error.startswith("apps/rep: kustomize failed: unable to find field")
+    assert "sw0rdfish" not in result.error
+    assert "***" in result.error
 
 
 # --- helm ----------------------------------------------------------------------------------

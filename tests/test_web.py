@@ -3,6 +3,7 @@ gunicorn (``sluice serve``'s production mode) in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -352,7 +353,7 @@ def runner(config):
 
 if __name__ == "__main__":
     config = ServerConfig.from_env(os.environ)
-    sys.exit(run(config, sys.argv[1], runner_factory=runner))
+    sys.exit(run(config, sys.argv[1], dev=sys.argv[2:] == ["dev"], runner_factory=runner))
 """
 
 
@@ -378,8 +379,11 @@ def readyz(url: str) -> int:
         return 0
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, JobQueue, Path, subprocess.Popen]]:
+@contextlib.contextmanager
+def sluice_serve(
+    tmp_path: Path, *args: str
+) -> Iterator[tuple[str, JobQueue, Path, subprocess.Popen]]:
+    """Run ``bot.serve.run`` in a subprocess, as ``sluice serve`` would."""
     script = tmp_path / "serve_app.py"
     script.write_text(textwrap.dedent(SERVE_SCRIPT))
     markers = tmp_path / "markers"
@@ -393,7 +397,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, JobQueue, Path, subprocess.Pop
     }
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, str(script), f"127.0.0.1:{port}"], env=env, stdout=log, stderr=log
+        [sys.executable, str(script), f"127.0.0.1:{port}", *args], env=env, stdout=log, stderr=log
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -412,6 +416,34 @@ def served(tmp_path: Path) -> Iterator[tuple[str, JobQueue, Path, subprocess.Pop
     output = (tmp_path / "serve.log").read_text()
     for secret in SECRETS:
         assert secret not in output
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, JobQueue, Path, subprocess.Popen]]:
+    with sluice_serve(tmp_path) as running:
+        yield running
+
+
+def signed_post(session: requests.Session, url: str, payload: Any, delivery: str):
+    body = json.dumps(payload).encode()
+    headers = {
+        "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": github_signature(GH_SECRET, body),
+    }
+    return session.post(f"{url}/webhooks/github", data=body, headers=headers, timeout=10)
+
+
+def test_dev_server_runs_jobs_in_process_and_stops_on_sigterm(tmp_path):
+    with sluice_serve(tmp_path, "dev") as (url, queue, markers, process):
+        response = signed_post(requests.Session(), url, opened(), "dev-1")
+        assert response.status_code == 202
+        job_id = response.json()["job"]
+        wait_for(lambda: queue.get(job_id).state == "done", 10, "the job")
+        assert (markers / str(job_id)).read_text() == str(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert queue.pool_beats() == []  # the pool stopped cleanly
 
 
 def test_gunicorn_intake_throughput_jobs_restart_and_shutdown(served):

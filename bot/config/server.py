@@ -22,10 +22,15 @@ import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
+from bot.commands.spec import COMMANDS
 from bot.config.repo import POLICY_ENGINES, ConfigError, load_yaml_text
 from bot.forge.base import Permission
+
+if TYPE_CHECKING:
+    from bot.commands.authz import CommandRules
 
 ForgeName = Literal["github", "gitlab"]
 FORGES: tuple[ForgeName, ...] = ("github", "gitlab")
@@ -36,17 +41,11 @@ DEFAULT_WORKERS = 4
 MAX_WORKERS = 64
 
 #: Minimum repository permission per command when the config file says nothing.
-DEFAULT_COMMAND_PERMISSIONS: Mapping[str, Permission] = {
-    "/help": Permission.READ,
-    "/diff": Permission.READ,
-    "/policy": Permission.READ,
-    "/approve-policy": Permission.MAINTAIN,
-    "/sync": Permission.WRITE,
-    "/rollback": Permission.WRITE,
-}
+DEFAULT_COMMAND_PERMISSIONS: Mapping[str, Permission] = MappingProxyType(
+    {f"/{spec.name}": spec.default_level for spec in COMMANDS}
+)
 #: Commands nobody configured (a typo, a newer command) need at least this.
 FALLBACK_PERMISSION = Permission.WRITE
-POLICY_OWNER_COMMAND = "/approve-policy"
 
 
 @dataclass(frozen=True)
@@ -109,17 +108,34 @@ class RepoSettings:
         return fnmatch.fnmatchcase(full_name.lower(), pattern)
 
     def rule_for(self, command: str) -> CommandRule:
-        """The effective rule for ``command`` (configured, else the default).
+        """The rule for ``command`` ("/sync" or "sync"): configured, else the default.
 
-        ``/approve-policy`` without its own user/team list is limited to the
-        policy owners when those are configured.
+        ``/approve-policy`` is further limited to ``policy_owners`` when those are set.
         """
+        command = "/" + command.lstrip("/")
         rule = self.commands.get(command)
         if rule is None:
             rule = CommandRule(DEFAULT_COMMAND_PERMISSIONS.get(command, FALLBACK_PERMISSION))
-        if command == POLICY_OWNER_COMMAND and self.policy_owners and not rule.restricted:
-            rule = CommandRule(rule.permission, self.policy_owners.users, self.policy_owners.teams)
         return rule
+
+    def command_rules(self) -> CommandRules:
+        """These settings as the authorization rules ``bot.commands.authorize`` takes."""
+        from bot.commands.authz import CommandRule as AuthzRule
+        from bot.commands.authz import CommandRules
+
+        owners = self.policy_owners or PolicyOwners()
+        return CommandRules(
+            commands={
+                name.lstrip("/"): AuthzRule(
+                    rule.permission,
+                    users=frozenset(rule.users) if rule.users else None,
+                    teams=frozenset(rule.teams) if rule.teams else None,
+                )
+                for name, rule in self.commands.items()
+            },
+            policy_owner_users=frozenset(owners.users),
+            policy_owner_teams=frozenset(owners.teams),
+        )
 
 
 DEFAULT_REPO_SETTINGS = RepoSettings()

@@ -49,12 +49,20 @@ def exempted_rules(document: dict[str, Any]) -> set[str]:
     return names
 
 
-def violations_for(document: Any, obj: K8sObject) -> list[Violation]:
-    """The violations one package document (``data.<package>``) reports for ``obj``."""
-    if document is None:
-        return []
-    if not isinstance(document, dict):
-        raise PolicyOutputError("the policy package evaluated to a non-object")
+def document_from_pairs(pairs: Any) -> dict[str, Any]:
+    """The gate module's ``[[rule, value], ...]`` as ``{rule: value}``."""
+    if pairs is None:
+        return {}
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in pairs
+    ):
+        raise PolicyOutputError("the policy gate returned a malformed result")
+    return {name: value for name, value in pairs}
+
+
+def violations_for(pairs: Any, obj: K8sObject) -> list[Violation]:
+    """The violations the gate rules report for ``obj``."""
+    document = document_from_pairs(pairs)
     exempt = exempted_rules(document)
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     found: list[Violation] = []

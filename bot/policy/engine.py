@@ -16,6 +16,44 @@ EMBEDDED_BACKENDS = ("regorus", "regopy")
 
 _PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _PACKAGE_DECL = re.compile(r"^[ \t]*package[ \t]+([A-Za-z_][\w.]*)", re.MULTILINE)
+# Heads of rules the gate reads (functions excluded).  A false positive is harmless:
+# the generated reference to a rule that does not exist is simply undefined.
+_GATE_RULE_HEAD = re.compile(
+    r"^[ \t]*((?:deny|violation|warn)(?:_[A-Za-z0-9_]*)?|exception)\b(?![ \t]*\()", re.MULTILINE
+)
+GATE_PACKAGE = "sluice_gate"
+GATE_MODULE_PATH = "(generated) sluice_gate.rego"
+
+
+def gate_rules(sources: dict[str, str], package: str) -> list[str]:
+    """Names of the deny/violation/warn/exception rules declared in ``package``."""
+    names: set[str] = set()
+    for path, declared in declared_packages(sources).items():
+        if declared == package:
+            text = re.sub(r"#[^\n]*", "", sources[path])
+            names.update(_GATE_RULE_HEAD.findall(text))
+    return sorted(names)
+
+
+def gate_module(gate_package: str, package: str, rules: list[str], *, batch: bool) -> str:
+    """A module whose ``rules`` set holds ``[name, value]`` for every defined gate rule.
+
+    Reading each rule by its static path (instead of the whole ``data.<package>``
+    document) is what conftest does; regorus also mis-evaluates some whole-package
+    queries depending on module order.  With ``batch``, ``results`` evaluates every
+    object of ``input.objects`` with ``data.sluice`` taken from ``input.sluice``.
+    """
+    lines = [f"package {gate_package}", "", "import rego.v1", ""]
+    lines += [f'rules contains ["{r}", v] if {{ v := data.{package}.{r} }}' for r in rules]
+    if batch:
+        lines += [
+            "",
+            "results := {i: doc |",
+            "\tsome i, obj in input.objects",
+            "\tdoc := rules with input as obj with data.sluice as input.sluice",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 class PolicyEngine(ABC):
@@ -56,9 +94,11 @@ class EmbeddedEngine(PolicyEngine):
     def __init__(
         self, backend: str, sources: dict[str, str], *, package: str, timeout_s: float
     ) -> None:
-        self._query = f"data.{package}"
+        self._query = f"data.{GATE_PACKAGE}.rules"
+        gate = gate_module(GATE_PACKAGE, package, gate_rules(sources, package), batch=False)
         self._worker = WorkerProcess(
-            {"op": "load", "backend": backend, "sources": sources}, timeout_s
+            {"op": "load", "backend": backend, "sources": {**sources, GATE_MODULE_PATH: gate}},
+            timeout_s,
         )
 
     def load_error(self) -> str | None:

@@ -21,19 +21,10 @@ from opa_client.errors import DeletePolicyError, RegoParseError, TypeException
 
 from bot.models import K8sObject, PolicyResult
 from bot.policy.conventions import error_result, result_for
-from bot.policy.engine import PolicyEngine
+from bot.policy.engine import PolicyEngine, gate_module, gate_rules
 
 log = logging.getLogger(__name__)
 
-_BATCH_MODULE = """package {batch}
-
-import rego.v1
-
-results := {{i: doc |
-\tsome i, obj in input.objects
-\tdoc := data.{package} with input as obj with data.sluice as input.sluice
-}}
-"""
 
 
 class OpaUnavailable(Exception):
@@ -51,11 +42,13 @@ class OpaEngine(PolicyEngine):
         timeout_s: float,
     ) -> None:
         digest = hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()[:16]
-        self._batch_package = f"sluice_batch_{digest}"
+        self._batch_package = f"sluice_gate_{digest}"
         self._modules = {f"sluice/{digest}/{path}": (path, text) for path, text in sources.items()}
-        batch_id = f"sluice/{digest}/__batch.rego"
-        batch_text = _BATCH_MODULE.format(batch=self._batch_package, package=package)
-        self._modules[batch_id] = ("(generated batch module)", batch_text)
+        batch_id = f"sluice/{digest}/__gate.rego"
+        batch_text = gate_module(
+            self._batch_package, package, gate_rules(sources, package), batch=True
+        )
+        self._modules[batch_id] = ("(generated gate module)", batch_text)
         self._url = url
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -58,7 +58,7 @@ def plan_render(app: App, tree: ExportTree, limits: RenderLimits) -> RenderPlan:
         kustomization = walk_kustomization(tree, directory, limits)
         return RenderPlan(app, renderer, directory, frozenset(kustomization.inputs), kustomization)
     if renderer == "helm":
-        return RenderPlan(app, renderer, directory, frozenset(helm_inputs(tree, app)))
+        return RenderPlan(app, renderer, directory, frozenset(helm_inputs(tree, app, files)))
     inputs: set[str] = set()
     for rel in files:
         if rel.endswith(MANIFEST_SUFFIXES):
@@ -184,8 +184,10 @@ class RenderEngine:
             self._renders += 1
         if plan.renderer == "kustomize":
             assert plan.kustomization is not None
-            plan.kustomization.validate(tree, limits)
-            output = run_kustomize(self.kubectl(), tree, plan.directory, limits, deadline)
+            sensitive = plan.kustomization.check(tree, limits)
+            output = run_kustomize(
+                self.kubectl(), tree, plan.directory, limits, deadline, sensitive
+            )
             source = f"{plan.directory or '.'} (kustomize output)"
             return load_manifests(output, source, limits.for_output())
         if plan.renderer == "helm":

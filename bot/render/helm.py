@@ -43,10 +43,12 @@ def values_files(tree: ExportTree, app: App) -> list[str]:
     return files
 
 
-def helm_inputs(tree: ExportTree, app: App) -> set[str]:
+def helm_inputs(tree: ExportTree, app: App, chart_files: list[str] | None = None) -> set[str]:
     """Every file of the chart (Helm loads them all) plus the values files."""
+    if chart_files is None:
+        chart_files = tree.walk(app.path, app.path or ".")
     inputs: set[str] = set()
-    for rel in [*tree.walk(app.path, app.path or "."), *values_files(tree, app)]:
+    for rel in [*chart_files, *values_files(tree, app)]:
         inputs |= tree.inputs_for(rel, rel)
     return inputs
 

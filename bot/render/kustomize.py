@@ -8,6 +8,8 @@ affected-app detection and the render cache key on.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import re
 import shutil
@@ -19,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bot.render.limits import RenderError, RenderLimits
 from bot.render.manifests import (
     check_yaml_stream,
+    describe_yaml_error,
     load_manifests,
     load_yaml_document,
-    redact_quoted,
 )
 from bot.render.tree import ExportTree
 
@@ -66,17 +70,64 @@ class KustomizeTree:
     resource_files: list[str] = field(default_factory=list)
     yaml_files: list[str] = field(default_factory=list)
 
-    def validate(self, tree: ExportTree, limits: RenderLimits) -> None:
+    # Files whose every byte may be secret (secretGenerator files and envs).
+    secret_files: list[str] = field(default_factory=list)
+    secret_literals: set[str] = field(default_factory=set)
+    # Inline patches that touch a Secret: (kustomization file, patch text).
+    secret_patches: list[tuple[str, str]] = field(default_factory=list)
+
+    def check(self, tree: ExportTree, limits: RenderLimits) -> frozenset[str]:
         """Parse the YAML the build will read, so errors (and alias bombs) are ours.
 
-        kubectl's own messages can quote content (a Secret literal, an object
-        dump); ours never do.
+        Returns the strings that must never appear in an error: Secret values,
+        secretGenerator literals and files, and strings in patches that touch a
+        Secret. kubectl's own messages can quote any of them.
         """
+        sensitive = set(self.secret_literals)
         for rel in self.resource_files:
-            load_manifests(tree.read_bytes(rel, limits), rel, limits)
+            for obj in load_manifests(tree.read_bytes(rel, limits), rel, limits):
+                if obj["kind"] == "Secret":
+                    sensitive |= _secret_values(obj)
         for rel in self.yaml_files:
             if rel.endswith((".yaml", ".yml", ".json")):
-                check_yaml_stream(tree.read_bytes(rel, limits), rel, limits)
+                text = tree.read_bytes(rel, limits)
+                check_yaml_stream(text, rel, limits)
+                if b"Secret" in text:
+                    sensitive |= _strings_in(text, rel)
+        for source, patch in self.secret_patches:
+            sensitive |= _strings_in(patch.encode(), source)
+        for rel in self.secret_files:
+            content = tree.read_bytes(rel, limits).decode("utf-8", "replace")
+            sensitive.add(content.strip())
+            for line in content.splitlines():
+                sensitive |= {line.strip(), line.partition("=")[2].strip()}
+        return frozenset(value for value in sensitive if len(value) >= 3)
+
+
+def _secret_values(obj: dict[str, Any]) -> set[str]:
+    values: set[str] = set()
+    for field_name in ("data", "stringData"):
+        section = obj.get(field_name)
+        if not isinstance(section, dict):
+            continue
+        for value in section.values():
+            values.add(str(value))
+            if field_name == "data" and isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    values.add(base64.b64decode(value, validate=True).decode("utf-8", "replace"))
+    return values
+
+
+def _strings_in(text: bytes, source: str) -> set[str]:
+    """Every scalar in a YAML stream (events only: aliases are not expanded)."""
+    try:
+        return {
+            event.value
+            for event in yaml.parse(text, Loader=yaml.CSafeLoader)
+            if isinstance(event, yaml.ScalarEvent)
+        }
+    except yaml.YAMLError as exc:
+        raise RenderError(describe_yaml_error(exc, source)) from None
 
 
 def walk_kustomization(tree: ExportTree, directory: str, limits: RenderLimits) -> KustomizeTree:
@@ -115,12 +166,19 @@ class _Walker:
             for ref in _entries(data, name, kfile, str):
                 self._file(directory, ref, f"{kfile}: {name}", yaml_file=True)
         for ref in _entries(data, "patchesStrategicMerge", kfile, str):
-            if not _is_inline(ref):
+            if _is_inline(ref):
+                if "Secret" in ref:
+                    self.result.secret_patches.append((kfile, ref))
+            else:
                 self._file(directory, ref, f"{kfile}: patchesStrategicMerge", yaml_file=True)
         for name in _PATH_ENTRY_FIELDS:
             for entry in _entries(data, name, kfile, dict):
                 if "path" in entry:
                     self._file(directory, _string(entry["path"], kfile, name), f"{kfile}: {name}")
+                patch, target = entry.get("patch"), entry.get("target")
+                targets_secret = isinstance(target, dict) and target.get("kind") == "Secret"
+                if isinstance(patch, str) and (targets_secret or "Secret" in patch):
+                    self.result.secret_patches.append((kfile, patch))
         openapi = data.get("openapi")
         if isinstance(openapi, dict) and "path" in openapi:
             self._file(directory, _string(openapi["path"], kfile, "openapi"), f"{kfile}: openapi")
@@ -147,6 +205,7 @@ class _Walker:
         if resolved.is_dir():
             self.visit(rel, what)
         elif resolved.is_file():
+            self._check_below(directory, rel, resolved, ref, what)
             self.result.inputs |= self.tree.inputs_for(rel, what, resolved)
             self.result.resource_files.append(rel)
         else:
@@ -154,29 +213,47 @@ class _Walker:
                 f"{what}: {ref!r} not found in the repository (remote resources are not allowed)"
             )
 
-    def _file(self, directory: str, ref: str, what: str, *, yaml_file: bool = True) -> None:
+    def _file(self, directory: str, ref: str, what: str, *, yaml_file: bool = True) -> str:
         if _REMOTE.search(ref):
             raise RenderError(f"{what}: remote file {ref!r} is not allowed")
         rel = self.tree.join(directory, ref, what)
         resolved = self.tree.real(rel, what)
         if not resolved.is_file():
             raise RenderError(f"{what}: file {ref!r} not found in the repository")
+        self._check_below(directory, rel, resolved, ref, what)
         self.result.inputs |= self.tree.inputs_for(rel, what, resolved)
         if yaml_file:
             self.result.yaml_files.append(rel)
+        return rel
+
+    def _check_below(self, directory: str, rel: str, resolved: Path, ref: str, what: str) -> None:
+        """Mirror kustomize's LoadRestrictionsRootOnly: files come from below the kustomization."""
+        root = f"{self.tree.real(directory, what)}/"
+        if (directory and not rel.startswith(f"{directory}/")) or not str(resolved).startswith(
+            root
+        ):
+            raise RenderError(
+                f"{what}: {ref!r} is outside the kustomization directory; kustomize only "
+                "loads files from below it (refer to a directory with its own kustomization)"
+            )
 
     def _generator(self, directory: str, entry: dict[str, Any], what: str) -> None:
-        for source in _string_list(entry.get("files"), what, "files"):
-            # "key=path" or "path"
-            self._file(directory, source.split("=", 1)[-1], f"{what}: files", yaml_file=False)
+        secret = what.endswith("secretGenerator")
+        sources = [ref.split("=", 1)[-1] for ref in _string_list(entry.get("files"), what, "files")]
         envs = _string_list(entry.get("envs"), what, "envs")
         if isinstance(entry.get("env"), str):
             envs.append(entry["env"])
-        for env in envs:
-            self._file(directory, env, f"{what}: envs", yaml_file=False)
+        for ref, field_name in [*((r, "files") for r in sources), *((r, "envs") for r in envs)]:
+            # files entries are "key=path" or "path"
+            rel = self._file(directory, ref, f"{what}: {field_name}", yaml_file=False)
+            if secret:
+                self.result.secret_files.append(rel)
+        secret = what.endswith("secretGenerator")
         for index, literal in enumerate(_string_list(entry.get("literals"), what, "literals")):
             if "=" not in literal:
                 raise RenderError(f"{what}: literals[{index}] must have the form key=value")
+            if secret:
+                self.result.secret_literals |= {literal, literal.partition("=")[2]}
 
     def _plugin(self, directory: str, ref: str, what: str) -> None:
         if _is_inline(ref):
@@ -247,7 +324,7 @@ def _string_list(value: Any, what: str, name: str) -> list[str]:
 
 
 def _is_inline(entry: str) -> bool:
-    return "\n" in entry
+    return "\n" in entry or entry.lstrip().startswith(("{", "[", "apiVersion:", "kind:"))
 
 
 def find_kubectl() -> str:
@@ -268,7 +345,12 @@ def kubectl_version_token(kubectl: str) -> str:
 
 
 def run_kustomize(
-    kubectl: str, tree: ExportTree, directory: str, limits: RenderLimits, deadline: float
+    kubectl: str,
+    tree: ExportTree,
+    directory: str,
+    limits: RenderLimits,
+    deadline: float,
+    sensitive: frozenset[str] = frozenset(),
 ) -> bytes:
     """``kubectl kustomize`` of ``directory`` in a scrubbed, offline environment."""
     remaining = deadline - time.monotonic()
@@ -312,7 +394,9 @@ def run_kustomize(
                 f"{directory}: render timed out after {limits.timeout_s:g}s"
             ) from None
     if proc.returncode != 0:
-        raise RenderError(f"{directory}: kustomize failed: {_clean_error(proc.stderr, tree)}")
+        raise RenderError(
+            f"{directory}: kustomize failed: {_clean_error(proc.stderr, tree, sensitive)}"
+        )
     if len(proc.stdout) > limits.max_output_bytes:
         raise RenderError(
             f"{directory}: kustomize output is over the {limits.max_output_bytes}-byte limit"
@@ -320,13 +404,15 @@ def run_kustomize(
     return proc.stdout
 
 
-def _clean_error(stderr: bytes, tree: ExportTree) -> str:
-    """kubectl's message, made repo-relative and stripped of anything that may be content."""
+def _clean_error(stderr: bytes, tree: ExportTree, sensitive: frozenset[str]) -> str:
+    """kubectl's message, repo-relative, without Secret values or object dumps."""
     text = stderr.decode("utf-8", "replace").strip()
     text = text.replace(f"{tree.root}/", "").replace(str(tree.root), ".")
     text = re.sub(r"^error:\s*", "", text)
+    # Longest first, so a value is not left half-redacted by one it contains.
+    for value in sorted(sensitive, key=len, reverse=True):
+        text = text.replace(value, "***")
     text = " ".join(text.split())
-    text = redact_quoted(text)
     while _BRACED.search(text):
         text = _BRACED.sub("…", text)
     if len(text) > _MAX_ERROR_CHARS:
