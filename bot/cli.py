@@ -204,8 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = ServerConfig.from_env(os.environ, args.config)
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
-    run(config, bind=args.bind, dev=args.dev)
-    return EXIT_OK
+    return run(config, bind=args.bind, dev=args.dev)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from bot.publish import (
 )
 from bot.queue import Job
 from bot.report import render_markdown
-from bot.worker import CancelToken, RetryableError
+from bot.worker import CancelToken, JobRunner, RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -307,3 +307,38 @@ class BotHandlers:
 def _one_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else "unknown error"
     return line[:300]
+
+
+def build_forges(config: ServerConfig) -> dict[str, Forge]:
+    """One client per enabled forge, from the server config."""
+    from bot.forge.github import GitHubForge
+    from bot.forge.gitlab import GitLabForge
+
+    forges: dict[str, Forge] = {}
+    if config.github is not None:
+        github = config.github
+        if github.uses_app:
+            key_file = github.app_private_key_file
+            forges["github"] = GitHubForge(
+                base_url=github.api_url,
+                app_id=int(github.app_id or 0),
+                private_key=key_file.read_text() if key_file else None,
+                installation_id=github.app_installation_id,
+            )
+        else:
+            forges["github"] = GitHubForge(base_url=github.api_url, token=github.token)
+    if config.gitlab is not None:
+        forges["gitlab"] = GitLabForge(url=config.gitlab.url, token=config.gitlab.token)
+    return forges
+
+
+def job_runner(config: ServerConfig) -> JobRunner:
+    """The handlers ``sluice serve``'s job process runs (see ``bot.serve``)."""
+    handlers = BotHandlers(
+        config=config,
+        forges=build_forges(config),
+        mirrors=Mirrors(config.data_dir / "mirrors"),
+        overrides=OverrideStore(config.db_path),
+        cache_dir=config.data_dir / "cache",
+    )
+    return JobRunner(handlers.handle, on_give_up=handlers.give_up)

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.commands import authorize
 from bot.config import ConfigError
-from bot.config.server import ServerConfig, check_config_file
+from bot.config.server import ServerConfig, check_config_file, load_server_file_defaults
 from bot.forge.base import Permission
 
 GH_TOKEN = "ghp_s3cr3tTOKENvalue000000000000000000"
@@ -159,7 +160,7 @@ repos:
   - match: "org/prod-*"
     commands:
       /sync: {permission: maintainer, users: [alice], teams: [org/deployers]}
-      /help: {permission: none}
+      help: {permission: read, users: [bob]}
     policy_owners: {users: [carol], teams: [org/security]}
     draft_previews: false
   - match: "org/*"
@@ -172,17 +173,75 @@ repos:
     sync = prod.rule_for("/sync")
     assert sync.permission == Permission.MAINTAIN
     assert sync.users == ("alice",) and sync.teams == ("org/deployers",)
-    assert prod.rule_for("/help").permission == Permission.NONE
+    assert prod.rule_for("help").users == ("bob",)  # the slash is optional
     assert prod.rule_for("/rollback").permission == Permission.WRITE
-    approve = prod.rule_for("/approve-policy")
-    assert approve.permission == Permission.MAINTAIN
-    assert approve.users == ("carol",) and approve.teams == ("org/security",)
+    assert prod.rule_for("/approve-policy").permission == Permission.MAINTAIN
+    assert prod.policy_owners.users == ("carol",)
+    assert prod.policy_owners.teams == ("org/security",)
     # A later entry matches other repos of the org; the first entry is GitLab-only.
     assert config.repo_settings("github", "org/dev").policy_engine == "regopy"
     assert config.repo_settings("gitlab", "platform/sub/app").policy_engine == "opa"
     assert config.repo_settings("github", "platform/app").policy_engine == "regorus"
-    assert config.repo_settings("github", "other/x").rule_for("/approve-policy").users == ()
+    assert config.repo_settings("github", "other/x").policy_owners is None
     assert check_config_file(path) == []
+
+
+def test_repo_settings_drive_command_authorization(tmp_path):
+    path = write(
+        tmp_path,
+        """
+repos:
+  - match: "org/*"
+    commands:
+      /sync: {permission: maintain, users: [alice]}
+    policy_owners: {teams: [org/security]}
+""",
+    )
+    config = ServerConfig.from_env(full_env(tmp_path), path)
+    rules = config.repo_settings("github", "org/web").command_rules()
+    levels = {"alice": Permission.MAINTAIN, "bob": Permission.ADMIN, "carol": Permission.MAINTAIN}
+
+    def may(command: str, user: str, teams: tuple[str, ...] = ()) -> bool:
+        return authorize(
+            command,
+            user,
+            rules=rules,
+            permission_of=levels.__getitem__,
+            is_member=lambda team, _user: team in teams,
+            pr_is_fork=False,
+            is_bot_self=False,
+        ).allowed
+
+    assert may("/sync", "alice")
+    assert not may("/sync", "bob")  # admin, but not on the allowlist
+    assert may("/rollback", "bob")  # unconfigured command keeps its default
+    assert not may("/approve-policy", "carol")  # maintainer, but not a policy owner
+    assert may("/approve-policy", "carol", teams=("org/security",))
+    default = config.repo_settings("github", "elsewhere/x").command_rules()
+    assert not default.has_policy_owners
+    assert default.rule_for("sync").users is None
+
+
+def test_server_wide_policy_engine_defaults(tmp_path):
+    path = write(
+        tmp_path,
+        """
+policy_engine: opa
+opa_url: http://opa.internal:8181
+repos:
+  - match: "org/fast"
+    policy_engine: regorus
+  - match: "org/*"
+""",
+    )
+    assert load_server_file_defaults(path) == ("opa", "http://opa.internal:8181")
+    config = ServerConfig.from_env(full_env(tmp_path), path)
+    assert config.repo_settings("github", "org/fast").policy_engine == "regorus"
+    inherited = config.repo_settings("github", "org/slow")
+    assert (inherited.policy_engine, inherited.opa_url) == ("opa", "http://opa.internal:8181")
+    bad = write(tmp_path, "policy_engine: opa\n")
+    with pytest.raises(ConfigError, match="opa_url: required when policy_engine is opa"):
+        load_server_file_defaults(bad)
 
 
 def test_config_file_errors_name_file_and_field(tmp_path):
@@ -205,10 +264,13 @@ repos:
   - commands: {}
   - match: "org/f"
     policy_owners: {}
+  - match: "org/g"
+    commands:
+      /help: {permission: none, users: [x]}
 """,
     )
     errors = check_config_file(path)
-    assert len(errors) == 7
+    assert len(errors) == 8
     assert all(e.startswith(f"{path}: repos[") for e in errors)
     assert (
         "repos[0] (org/a): commands: /sync: permission: unknown permission level 'wrte'"
@@ -220,6 +282,7 @@ repos:
     assert "repos[4] (org/e): unknown field 'colour'" in errors[4]
     assert "repos[5]: match:" in errors[5]
     assert "repos[6] (org/f): policy_owners: must name at least one user or team" in errors[6]
+    assert "repos[7] (org/g): commands: /help: permission: must be read or higher" in errors[7]
     with pytest.raises(ConfigError, match="unknown permission level 'wrte'"):
         ServerConfig.from_env(full_env(tmp_path), path)
 

@@ -291,15 +291,35 @@ def _workers(value: str | None) -> int:
 # -- the config file -------------------------------------------------------------------
 
 _REPO_FIELDS = {"match", "commands", "policy_owners", "draft_previews", "policy_engine", "opa_url"}
+_TOP_FIELDS = {"repos", "policy_engine", "opa_url"}
 _RULE_FIELDS = {"permission", "users", "teams"}
 
 
-def load_repo_settings(path: Path) -> tuple[RepoSettings, ...]:
+@dataclass(frozen=True)
+class ServerFile:
+    """The server config file: server-wide policy engine defaults and per-repo entries."""
+
+    policy_engine: str = "regorus"
+    opa_url: str | None = None
+    repos: tuple[RepoSettings, ...] = ()
+
+
+def load_server_file(path: Path) -> ServerFile:
     """Parse the server config file; raise ``ConfigError`` on the first problem."""
-    settings, errors = _parse_file(path)
+    parsed, errors = _parse_file(path)
     if errors:
         raise ConfigError(errors[0])
-    return settings
+    return parsed
+
+
+def load_repo_settings(path: Path) -> tuple[RepoSettings, ...]:
+    return load_server_file(path).repos
+
+
+def load_server_file_defaults(path: Path) -> tuple[str, str | None]:
+    """(policy engine, OPA URL) the file sets server-wide, for ``sluice preview --config``."""
+    parsed = load_server_file(path)
+    return parsed.policy_engine, parsed.opa_url
 
 
 def check_config_file(path: Path) -> list[str]:
@@ -307,36 +327,60 @@ def check_config_file(path: Path) -> list[str]:
     return _parse_file(path)[1]
 
 
-def _parse_file(path: Path) -> tuple[tuple[RepoSettings, ...], list[str]]:
+def _parse_file(path: Path) -> tuple[ServerFile, list[str]]:
     source = str(path)
     try:
         text = path.read_bytes()
     except OSError as exc:
-        return (), [f"{source}: cannot read: {exc.strerror}"]
+        return ServerFile(), [f"{source}: cannot read: {exc.strerror}"]
     try:
         data = load_yaml_text(text, source)
     except ConfigError as exc:
-        return (), [str(exc)]
+        return ServerFile(), [str(exc)]
     if data is None:
-        return (), []
+        return ServerFile(), []
     if not isinstance(data, dict):
-        return (), [f"{source}: top level must be a mapping"]
+        return ServerFile(), [f"{source}: top level must be a mapping"]
     errors = [
-        f"{source}: unknown field {str(key)!r} (allowed: repos)" for key in data if key != "repos"
+        f"{source}: unknown field {str(key)!r} (allowed: {', '.join(sorted(_TOP_FIELDS))})"
+        for key in data
+        if key not in _TOP_FIELDS
     ]
+    try:
+        engine, opa_url = _parse_engine(data, "regorus", None, source)
+    except ConfigError as exc:
+        return ServerFile(), [*errors, str(exc)]
     raw_repos = data.get("repos") or []
     if not isinstance(raw_repos, list):
-        return (), [*errors, f"{source}: repos: must be a list"]
+        return ServerFile(), [*errors, f"{source}: repos: must be a list"]
     settings: list[RepoSettings] = []
     for index, raw in enumerate(raw_repos):
         try:
-            settings.append(_parse_repo(raw, f"{source}: repos[{index}]"))
+            settings.append(_parse_repo(raw, f"{source}: repos[{index}]", engine, opa_url))
         except ConfigError as exc:
             errors.append(str(exc))
-    return tuple(settings), errors
+    return ServerFile(engine, opa_url, tuple(settings)), errors
 
 
-def _parse_repo(raw: Any, where: str) -> RepoSettings:
+def _parse_engine(
+    raw: dict[str, Any], engine: str, opa_url: str | None, where: str
+) -> tuple[str, str | None]:
+    engine = raw.get("policy_engine", engine)
+    if engine not in POLICY_ENGINES:
+        raise ConfigError(f"{where}: policy_engine: must be one of {', '.join(POLICY_ENGINES)}")
+    opa_url = raw.get("opa_url", opa_url)
+    if opa_url is not None and (
+        not isinstance(opa_url, str) or not opa_url.startswith(("http://", "https://"))
+    ):
+        raise ConfigError(f"{where}: opa_url: must be an http:// or https:// URL")
+    if engine == "opa" and not opa_url:
+        raise ConfigError(f"{where}: opa_url: required when policy_engine is opa")
+    return engine, opa_url
+
+
+def _parse_repo(
+    raw: Any, where: str, default_engine: str, default_opa_url: str | None
+) -> RepoSettings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a mapping")
     match = raw.get("match")
@@ -348,16 +392,7 @@ def _parse_repo(raw: Any, where: str) -> RepoSettings:
         raise ConfigError(
             f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_REPO_FIELDS))})"
         )
-    engine = raw.get("policy_engine", "regorus")
-    if engine not in POLICY_ENGINES:
-        raise ConfigError(f"{where}: policy_engine: must be one of {', '.join(POLICY_ENGINES)}")
-    opa_url = raw.get("opa_url")
-    if opa_url is not None and (
-        not isinstance(opa_url, str) or not opa_url.startswith(("http://", "https://"))
-    ):
-        raise ConfigError(f"{where}: opa_url: must be an http:// or https:// URL")
-    if engine == "opa" and not opa_url:
-        raise ConfigError(f"{where}: opa_url: required when policy_engine is opa")
+    engine, opa_url = _parse_engine(raw, default_engine, default_opa_url, where)
     draft = raw.get("draft_previews", True)
     if not isinstance(draft, bool):
         raise ConfigError(f"{where}: draft_previews: must be true or false")
@@ -378,12 +413,13 @@ def _parse_commands(raw: Any, where: str) -> dict[str, CommandRule]:
         raise ConfigError(f"{where}: must be a mapping of command to rule")
     rules: dict[str, CommandRule] = {}
     for command, rule in raw.items():
-        if command not in DEFAULT_COMMAND_PERMISSIONS:
+        name = "/" + str(command).lstrip("/")
+        if name not in DEFAULT_COMMAND_PERMISSIONS:
             raise ConfigError(
                 f"{where}: unknown command {str(command)!r} "
                 f"(known: {', '.join(DEFAULT_COMMAND_PERMISSIONS)})"
             )
-        rules[command] = _parse_rule(rule, f"{where}: {command}")
+        rules[name] = _parse_rule(rule, f"{where}: {name}")
     return rules
 
 
@@ -404,6 +440,9 @@ def _parse_rule(raw: Any, where: str) -> CommandRule:
         permission = Permission.parse(level)
     except ValueError as exc:
         raise ConfigError(f"{where}: permission: {exc}") from None
+    if permission < Permission.READ:
+        # Closed by default: an allowlist (users/teams) restricts further, never opens up.
+        raise ConfigError(f"{where}: permission: must be read or higher")
     return CommandRule(
         permission=permission,
         users=_names(raw.get("users"), f"{where}: users"),

@@ -74,9 +74,18 @@ class RegopyEngine:
         self._regopy = regopy
         self._sources = sources
         # Compile once without app data so that syntax errors surface at load time.
-        self._build("true", None)
+        self._query(self._interpreter(None), "true")
 
     def _interpreter(self, data: Any) -> Any:
+        return self._guarded(self._new_interpreter, data)
+
+    def _guarded(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self._regopy.RegoError as exc:
+            raise EngineError(_regopy_error(str(exc), self._sources)) from None
+
+    def _new_interpreter(self, data: Any) -> Any:
         rego = self._regopy.Interpreter()
         # rego-cpp turns builtin errors into "undefined" by default, which would let a
         # broken rule pass silently.  Fail closed instead.
@@ -100,9 +109,11 @@ class RegopyEngine:
     def evaluate(self, query: str, data: Any, inputs: list[Any] | None) -> list[Any]:
         # rego-cpp recompiles everything (including data) on every plain query, so
         # build a bundle once per request and run it per input.
-        rego, bundle = self._build(query, data)
         if inputs is None:
-            return [self._run(rego, bundle)]
+            # Plain queries (policy unit tests): rego-cpp's bundle compiler aborts on
+            # some `with` forms its interpreter handles.
+            return [self._query(self._interpreter(data), query)]
+        rego, bundle = self._build(query, data)
         results = []
         for index, value in enumerate(inputs):
             rego.set_input_term(json.dumps(value))
@@ -112,6 +123,17 @@ class RegopyEngine:
                 exc.index = index  # type: ignore[attr-defined]
                 raise
         return results
+
+    def _query(self, rego: Any, query: str) -> Any:
+        try:
+            output = rego.query(query)
+        except self._regopy.RegoError as exc:
+            raise EngineError(_regopy_error(str(exc), self._sources)) from None
+        if not output.ok():
+            raise EngineError(_regopy_error(str(output), self._sources))
+        if not output.results or not output.results[0].expressions:
+            return None
+        return output.results[0].expressions[0]
 
     def _run(self, rego: Any, bundle: Any) -> Any:
         try:
