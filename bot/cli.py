@@ -101,6 +101,7 @@ def _preview(args: argparse.Namespace) -> int:
         extra_apps=tuple(args.app),
         policy_backend=engine,
         opa_url=opa_url,
+        opa_token=os.environ.get("SLUICE_OPA_TOKEN") or None,
         **({"cache_dir": args.cache_dir} if args.cache_dir else {}),
     )
     if args.keys is not None and not args.keys.is_dir():

@@ -46,6 +46,7 @@ class PreviewOptions:
     only_apps: tuple[str, ...] = ()
     policy_backend: str = "regorus"
     opa_url: str | None = None
+    opa_token: str | None = field(default=None, repr=False)
     cache_dir: Path = field(default_factory=default_cache_dir)
     limits: RenderLimits = field(default_factory=RenderLimits)
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
@@ -106,7 +107,9 @@ def _preview_apps(
     git: Git, base: _Side, head: _Side, gate: RepoConfig, options: PreviewOptions
 ) -> list[AppReport]:
     base_apps = {a.name: a for a in (base.config.apps if base.config else ())}
-    head_apps = {a.name: a for a in (head.config.apps if head.config else ())}
+    # A head whose config does not parse keeps the base's apps (the error is reported).
+    head_config = head.config or base.config
+    head_apps = {a.name: a for a in (head_config.apps if head_config else ())}
     names = sorted(base_apps.keys() | head_apps.keys())
     if options.only_apps:
         names = [n for n in names if n in options.only_apps]
@@ -128,7 +131,11 @@ def _preview_apps(
     secret_key = load_or_create_key(options.cache_dir / "fingerprint.key")
     sources = load_policy_sources(git, base.sha, gate.policy.paths)
     engine = make_engine(
-        options.policy_backend, sources, package=gate.policy.package, opa_url=options.opa_url
+        options.policy_backend,
+        sources,
+        package=gate.policy.package,
+        opa_url=options.opa_url,
+        opa_token=options.opa_token,
     )
     try:
         return [

@@ -151,9 +151,7 @@ def test_every_runtime_dependency_is_installed_by_the_image(stages, pyproject):
         assert all("--no-deps" not in a for a in from_project), "--no-deps skips dependencies"
     else:  # dependencies listed by hand: each one must be there
         listed = {_requirement_name(w) for a in installs for w in a if not w.startswith("-")}
-        missing = {
-            _requirement_name(r) for r in pyproject["project"]["dependencies"]
-        } - listed
+        missing = {_requirement_name(r) for r in pyproject["project"]["dependencies"]} - listed
         assert not missing, f"the Dockerfile does not install {sorted(missing)}"
     # The venv the dependencies went into is the one on the final stage's PATH.
     venv = next(c for c in stages[-1].all("COPY") if "--from=builder" in c.args).args.split()[-1]
@@ -179,7 +177,7 @@ def test_runtime_stage_runs_as_a_non_root_user(stages):
     name = user.args.split(":")[0]
     assert name not in ("root", "0")
     if not name.isdigit():
-        created = [r.args for r in final.all("RUN") if f"useradd" in r.args and name in r.args]
+        created = [r.args for r in final.all("RUN") if "useradd" in r.args and name in r.args]
         assert created, f"user {name} is never created"
         assert not re.search(r"--uid\s+0\b", created[0])
     # Nothing after USER switches back to root.
@@ -201,7 +199,11 @@ def test_entrypoint_and_default_command_exist():
 
     assert callable(main)
     proc = subprocess.run(
-        [sys.executable, "-m", "bot", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
+        [sys.executable, "-m", "bot", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"\{[^}]*\bserve\b[^}]*\}", proc.stdout)
@@ -403,7 +405,7 @@ def test_shipped_server_configs_are_valid(rendered, tmp_path):
         assert check_config_file(target) == [], path
     sidecar = _find(rendered["deploy/overlays/opa-sidecar"], "Deployment", "sluice")
     names = [c["name"] for c in sidecar["spec"]["template"]["spec"]["containers"]]
-    assert names == ["sluice", "opa"]
+    assert sorted(names) == ["opa", "sluice"]
 
 
 def test_container_args_are_real_sluice_commands(rendered):

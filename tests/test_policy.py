@@ -15,9 +15,7 @@ from bot.policy.engine import EmbeddedEngine
 from tests.emulators.opa import OpaEmulator
 
 REPO = Path(__file__).resolve().parent.parent
-LIBRARY = {
-    f"policies/{p.name}": p.read_text() for p in sorted((REPO / "policies").glob("*.rego"))
-}
+LIBRARY = {f"policies/{p.name}": p.read_text() for p in sorted((REPO / "policies").glob("*.rego"))}
 APP = {"name": "web-prod", "path": "apps/web", "namespace": "web"}
 LABELS = {"app.kubernetes.io/name": "web", "app.kubernetes.io/instance": "web-prod"}
 
@@ -54,7 +52,11 @@ SAMPLES = [
                     "template": {
                         "spec": {
                             "containers": [
-                                {"name": "c", "image": "busybox", "securityContext": {"privileged": True}}
+                                {
+                                    "name": "c",
+                                    "image": "busybox",
+                                    "securityContext": {"privileged": True},
+                                }
                             ]
                         }
                     }
@@ -177,7 +179,9 @@ def test_wrong_package_fails_closed():
     result = evaluate("package k8s\ndeny contains 1 if true\n", [deployment()])
     assert result.verdict == "error"
     assert "package main" in result.error and "k8s" in result.error
-    other = evaluate("package k8s\nimport rego.v1\ndeny contains \"x\" if true\n", [{}], package="k8s")
+    other = evaluate(
+        'package k8s\nimport rego.v1\ndeny contains "x" if true\n', [{}], package="k8s"
+    )
     assert other.verdict == "fail"
 
 
@@ -239,7 +243,10 @@ def test_killed_worker_is_a_failed_gate_and_restarts():
 
 def test_builtin_error_names_the_object():
     source = 'package main\nimport rego.v1\ndeny contains msg if { msg := sprintf("%v", [1 / input.n]) }\n'
-    objects = [{"kind": "A", "metadata": {"name": "ok"}, "n": 1}, {"kind": "B", "metadata": {"name": "zero"}, "n": 0}]
+    objects = [
+        {"kind": "A", "metadata": {"name": "ok"}, "n": 1},
+        {"kind": "B", "metadata": {"name": "zero"}, "n": 0},
+    ]
     result = evaluate(source, objects)
     assert result.verdict == "error"
     assert result.error.startswith("B zero:")
@@ -264,9 +271,7 @@ def test_library_verdicts_identical_on_three_backends(opa):
     }
     results = {}
     for backend in ("regorus", "regopy", "opa"):
-        with make_engine(
-            backend, LIBRARY, opa_url=opa.url, opa_token="opa-test-token"
-        ) as engine:
+        with make_engine(backend, LIBRARY, opa_url=opa.url, opa_token="opa-test-token") as engine:
             results[backend] = engine.evaluate(SAMPLES, APP)
     assert results["regorus"].verdict == "fail"
     assert {(v.severity, v.rule, v.name) for v in results["regorus"].violations} == expected
@@ -277,7 +282,9 @@ def test_library_verdicts_identical_on_three_backends(opa):
 
 def test_opa_compile_error_names_the_file(opa):
     with make_engine(
-        "opa", {"policies/bad.rego": "package main\ndeny contains x if {\n"}, opa_url=opa.url,
+        "opa",
+        {"policies/bad.rego": "package main\ndeny contains x if {\n"},
+        opa_url=opa.url,
         opa_token="opa-test-token",
     ) as engine:
         result = engine.evaluate([deployment()], APP)
@@ -309,7 +316,9 @@ def test_opa_5xx_dropped_connection_and_slowness_fail_closed(opa):
 def test_opa_down_fails_closed_and_token_stays_secret(opa):
     url = opa.url
     opa.stop()
-    with make_engine("opa", LIBRARY, opa_url=url, opa_token="opa-test-token", timeout_s=1) as engine:
+    with make_engine(
+        "opa", LIBRARY, opa_url=url, opa_token="opa-test-token", timeout_s=1
+    ) as engine:
         result = engine.evaluate([deployment()], APP)
     assert result.verdict == "error"
     assert "unreachable" in result.error
@@ -332,12 +341,12 @@ def test_library_unit_tests_pass_on_regorus():
 
 
 def test_policy_tests_report_failures_and_errors(tmp_path):
-    (tmp_path / "p.rego").write_text("package main\nimport rego.v1\ndeny contains \"d\" if input.x\n")
+    (tmp_path / "p.rego").write_text('package main\nimport rego.v1\ndeny contains "d" if input.x\n')
     (tmp_path / "p_test.rego").write_text(
         "package main\nimport rego.v1\n"
-        "test_ok if { count(deny) == 1 with input as {\"x\": true} }\n"
-        "test_wrong if { count(deny) == 2 with input as {\"x\": true} }\n"
-        "test_boom if { strings.count(\"aaa\", \"\") == 1 }\n"
+        'test_ok if { count(deny) == 1 with input as {"x": true} }\n'
+        'test_wrong if { count(deny) == 2 with input as {"x": true} }\n'
+        'test_boom if { strings.count("aaa", "") == 1 }\n'
     )
     summary = run_policy_tests(tmp_path, "regorus")
     status = {r.name: r.status for r in summary.results}
@@ -351,9 +360,9 @@ def test_policy_tests_report_failures_and_errors(tmp_path):
 
 
 def test_policy_tests_on_regopy(tmp_path):
-    (tmp_path / "p.rego").write_text("package main\nimport rego.v1\ndeny contains \"d\" if input.x\n")
+    (tmp_path / "p.rego").write_text('package main\nimport rego.v1\ndeny contains "d" if input.x\n')
     (tmp_path / "p_test.rego").write_text(
-        "package main\nimport rego.v1\ntest_ok if { count(deny) == 1 with input as {\"x\": true} }\n"
+        'package main\nimport rego.v1\ntest_ok if { count(deny) == 1 with input as {"x": true} }\n'
     )
     summary = run_policy_tests(tmp_path, "regopy")
     assert summary.ok, summary.format()

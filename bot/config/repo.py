@@ -188,6 +188,8 @@ def _parse_signatures(raw: Any, where: str) -> SignatureSettings:
         raise ConfigError(f"{where}: must be a mapping")
     _reject_unknown(raw, {"mode"}, where)
     mode = raw.get("mode", "all")
+    if mode is False:
+        mode = "off"  # YAML 1.1 reads an unquoted `off` as false
     if mode not in SIGNATURE_MODES:
         raise ConfigError(f"{where}: mode: must be one of {', '.join(SIGNATURE_MODES)}")
     return SignatureSettings(mode=mode)

@@ -133,8 +133,7 @@ def _messages(rule: str, value: Any) -> list[str]:
             messages.append(item["msg"])
         else:
             raise PolicyOutputError(
-                f"rule {rule} must produce strings or objects with a string msg, "
-                f"got {_short(item)}"
+                f"rule {rule} must produce strings or objects with a string msg, got {_short(item)}"
             )
     return messages
 

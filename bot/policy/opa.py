@@ -26,7 +26,6 @@ from bot.policy.engine import PolicyEngine, gate_module, gate_rules
 log = logging.getLogger(__name__)
 
 
-
 class OpaUnavailable(Exception):
     """The OPA server could not be reached or answered with an error status."""
 
@@ -90,7 +89,9 @@ class OpaEngine(PolicyEngine):
             try:
                 self._client.delete_policy(policy_id)
             except (requests.RequestException, DeletePolicyError, ValueError) as exc:
-                log.warning("could not delete policy %s from OPA: %s", policy_id, type(exc).__name__)
+                log.warning(
+                    "could not delete policy %s from OPA: %s", policy_id, type(exc).__name__
+                )
         self._uploaded.clear()
         self._client.close_connection()
 

@@ -768,6 +768,7 @@ class _Call:
     content_type: str
     user_agent: str
     token: _Token | None = None
+    verb: str | None = None  # set once routed; recorded even when the request fails
 
     @property
     def dry_run(self) -> bool:
@@ -1103,18 +1104,18 @@ class KubeEmulator:
             raise KeyError("unauthorized")
         return token
 
-    def _serve(self, call: _Call) -> tuple[int, Any, str | None]:
-        """Answer one authenticated request: (status, body, verb)."""
+    def _serve(self, call: _Call) -> tuple[int, Any]:
+        """Answer one authenticated request: (status, body)."""
         parts = [p for p in call.path.split("/") if p]
         if parts == ["version"]:
-            return 200, self._version_info(), None
+            return 200, self._version_info()
         with self._lock:
             if parts == ["api"]:
-                return 200, self._api_versions(), None
+                return 200, self._api_versions()
             if parts == ["apis"]:
-                return 200, self._group_list(), None
+                return 200, self._group_list()
             if len(parts) == 2 and parts[0] == "apis":
-                return 200, self._group(parts[1]), None
+                return 200, self._group(parts[1])
             if parts[:2] == ["api", "v1"]:
                 group, version, rest = "", "v1", parts[2:]
             elif len(parts) >= 3 and parts[0] == "apis":
@@ -1126,13 +1127,11 @@ class KubeEmulator:
                     raise KubeError(
                         405, "MethodNotAllowed", "the server does not allow this method"
                     )
-                return 200, self._resource_list(group, version), None
+                return 200, self._resource_list(group, version)
             target = self._target(group, version, rest)
-            verb = _verb(call, target)
-            self._authorize(call.token, verb, target)
-            handler = getattr(self, f"_do_{verb}")
-            status, body = handler(call, target)
-            return status, body, verb
+            call.verb = _verb(call, target)
+            self._authorize(call.token, call.verb, target)
+            return getattr(self, f"_do_{call.verb}")(call, target)
 
     def _target(self, group: str, version: str, rest: list[str]) -> _Target:
         namespace: str | None = None
@@ -1957,12 +1956,11 @@ def _make_handler(emu: KubeEmulator) -> type[BaseHTTPRequestHandler]:
                 emu._stopping.wait(emu.latency_s)
             fault = emu._take_fault(method, call.path)
             if fault is not None and fault.kind in ("drop", "stall"):
-                self._record(call, None, None)
+                self._record(call, None)
                 if fault.kind == "stall":
                     emu._stopping.wait(fault.seconds)
                 self._drop()
                 return
-            verb: str | None = None
             headers: dict[str, str] = {}
             try:
                 if fault is not None:
@@ -1972,18 +1970,18 @@ def _make_handler(emu: KubeEmulator) -> type[BaseHTTPRequestHandler]:
                 except KeyError:
                     if call.path.rstrip("/") != "/version":
                         raise KubeError(401, "Unauthorized", "Unauthorized") from None
-                status, payload, verb = emu._serve(call)
+                status, payload = emu._serve(call)
             except KubeError as exc:
                 status, payload, headers = exc.code, exc.status(), exc.headers
-            self._record(call, status, verb)
+            self._record(call, status)
             self._send(status, payload, headers)
 
-        def _record(self, call: _Call, status: int | None, verb: str | None) -> None:
+        def _record(self, call: _Call, status: int | None) -> None:
             user = call.token.user if call.token else None
             with emu._lock:
                 emu.requests.append(
                     RecordedRequest(
-                        call.method, call.path, call.query, verb, call.dry_run, status, user
+                        call.method, call.path, call.query, call.verb, call.dry_run, status, user
                     )
                 )
 

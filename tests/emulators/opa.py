@@ -190,7 +190,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_found(self, policy_id: str) -> None:
         self._send(
             404,
-            {"code": "resource_not_found", "message": f'storage_not_found_error: policy id "{policy_id}"'},
+            {
+                "code": "resource_not_found",
+                "message": f'storage_not_found_error: policy id "{policy_id}"',
+            },
         )
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
