@@ -42,6 +42,10 @@ class App:
     namespace: str | None = None
     helm: HelmSettings = field(default_factory=HelmSettings)
     watch: tuple[str, ...] = ()
+    # Deploy settings, read by the bot's promotion and by the puller.
+    self_heal: bool = False
+    sync_before_merge: bool = False
+    allow_mass_prune: bool = False
 
 
 @dataclass

@@ -180,7 +180,9 @@ def test_a_crd_created_at_runtime_is_discovered_and_usable(kube, api, dyn, tmp_p
     client.ApiextensionsV1Api(api).create_custom_resource_definition(cluster_crd)
     gadgets = dyn.resources.get(api_version="example.com/v1", kind="Gadget")
     assert not gadgets.namespaced
-    gadgets.create(body={"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}})
+    gadgets.create(
+        body={"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}}
+    )
     assert kube.get_object("example.com/v1", "Gadget", "g") is not None
 
     client.ApiextensionsV1Api(api).delete_custom_resource_definition("widgets.example.com")
@@ -339,6 +341,14 @@ def test_owner_references_cascade_unless_orphaned(kube, api):
     assert names == ["orphan-1"]
 
 
+def test_delete_collection_by_label(kube, dyn):
+    for name, tier in [("a", "x"), ("b", "x"), ("c", "y")]:
+        kube.seed(configmap(name, tier=tier))
+    deleted = configmaps(dyn).delete(namespace="web", label_selector="tier=x")
+    assert [item.metadata.name for item in deleted.items] == ["a", "b"]
+    assert [o["metadata"]["name"] for o in kube.list_objects("v1", "ConfigMap", "web")] == ["c"]
+
+
 # ---------------------------------------------------------------------------
 # Listing
 
@@ -416,9 +426,7 @@ def test_apply_creates_then_updates_and_bumps_generation(kube, dyn):
     first = deployments(dyn).server_side_apply(body=deployment(), field_manager="sluice")
     assert first.metadata.generation == 1
     assert "f:replicas" in managers(first.to_dict())["sluice/Apply"]["f:spec"]
-    second = deployments(dyn).server_side_apply(
-        body=deployment(replicas=5), field_manager="sluice"
-    )
+    second = deployments(dyn).server_side_apply(body=deployment(replicas=5), field_manager="sluice")
     assert second.spec.replicas == 5 and second.metadata.generation == 2
     assert int(second.metadata.resourceVersion) > int(first.metadata.resourceVersion)
 
@@ -444,7 +452,11 @@ def test_apply_conflicts_with_another_manager_then_force_takes_ownership(kube, d
     body = status_of(exc)
     assert exc.value.status == 409 and body["reason"] == "Conflict"
     assert body["details"]["causes"] == [
-        {"reason": "FieldManagerConflict", "message": 'conflict with "sluice"', "field": ".spec.replicas"}
+        {
+            "reason": "FieldManagerConflict",
+            "message": 'conflict with "sluice"',
+            "field": ".spec.replicas",
+        }
     ]
     assert kube.get_object("apps/v1", "Deployment", "web", "web")["spec"]["replicas"] == 2
 
@@ -453,9 +465,11 @@ def test_apply_conflicts_with_another_manager_then_force_takes_ownership(kube, d
     deployments(dyn).server_side_apply(body=scaler, field_manager="hpa")
 
     scaler["spec"]["replicas"] = 7
-    forced = deployments(dyn).server_side_apply(
-        body=scaler, field_manager="hpa", force_conflicts=True
-    ).to_dict()
+    forced = (
+        deployments(dyn)
+        .server_side_apply(body=scaler, field_manager="hpa", force_conflicts=True)
+        .to_dict()
+    )
     assert forced["spec"]["replicas"] == 7
     owned = managers(forced)
     assert "f:replicas" in owned["hpa/Apply"]["f:spec"]
@@ -494,6 +508,36 @@ def test_apply_needs_a_field_manager(kube, dyn):
     assert exc.value.status == 422
     assert body["details"]["causes"][0]["field"] == "fieldManager"
     assert kube.get_object("apps/v1", "Deployment", "web", "web") is None
+
+
+def test_secret_string_data_is_stored_as_base64_data_and_reapplies_as_a_no_op(kube, dyn):
+    secrets = dyn.resources.get(api_version="v1", kind="Secret")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "web"},
+        "stringData": {"password": "s3cret"},
+    }
+    first = secrets.server_side_apply(body=body, field_manager="sluice")
+    again = secrets.server_side_apply(body=body, field_manager="sluice")
+    stored = kube.get_object("v1", "Secret", "db", "web")
+    assert stored["data"] == {"password": "czNjcmV0"} and "stringData" not in stored
+    assert again.metadata.resourceVersion == first.metadata.resourceVersion
+
+
+def test_status_can_be_applied_by_its_own_manager(kube, dyn):
+    deployments(dyn).server_side_apply(body=deployment(), field_manager="sluice")
+    status = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "web"},
+        "status": {"readyReplicas": 2},
+    }
+    deployments(dyn).status.server_side_apply(body=status, field_manager="controller")
+    stored = kube.get_object("apps/v1", "Deployment", "web", "web")
+    assert stored["status"] == {"readyReplicas": 2} and stored["metadata"]["generation"] == 1
+    entry = [m for m in stored["metadata"]["managedFields"] if m["manager"] == "controller"]
+    assert entry[0]["subresource"] == "status"
 
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ SIGNATURE_MODES = ("off", "head", "all")
 POLICY_ENGINES = ("regorus", "regopy", "opa")
 _APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _MAX_CONFIG_BYTES = 1024 * 1024
+_FLAGS = ("self_heal", "sync_before_merge", "allow_mass_prune")
 
 
 class ConfigError(ValueError):
@@ -127,7 +128,7 @@ def _parse_app(raw: Any, where: str) -> App:
             f"{where}: name: must be a lowercase DNS-style name (a-z, 0-9, '.', '_', '-')"
         )
     where = f"{where} ({name})"
-    _reject_unknown(raw, {"name", "path", "renderer", "namespace", "helm", "watch"}, where)
+    _reject_unknown(raw, {"name", "path", "renderer", "namespace", "helm", "watch", *_FLAGS}, where)
     path = safe_repo_path(_string(raw.get("path"), where, "path"))
     if path is None:
         raise ConfigError(f"{where}: path: must be relative and stay inside the repository")
@@ -142,8 +143,20 @@ def _parse_app(raw: Any, where: str) -> App:
     for pattern in watch:
         if safe_repo_path(pattern) is None:
             raise ConfigError(f"{where}: watch: {pattern!r} must stay inside the repository")
+    flags = {}
+    for flag in _FLAGS:
+        value = raw.get(flag, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {flag}: must be true or false")
+        flags[flag] = value
     return App(
-        name=name, path=path, renderer=renderer, namespace=namespace, helm=helm, watch=watch
+        name=name,
+        path=path,
+        renderer=renderer,
+        namespace=namespace,
+        helm=helm,
+        watch=watch,
+        **flags,
     )
 
 

@@ -344,7 +344,7 @@ class GitLabEmulator:
         self._groups: dict[int, Group] = {}
         self._projects: dict[int, Project] = {}
         self._scripted: list[Fault] = []
-        self._random_fault: tuple[float, Fault, random.Random] | None = None
+        self._random_fault: tuple[float, tuple[Fault, ...], random.Random] | None = None
         self._window: list[float] = []
         self.bot = self.add_user(bot_username)
         self.add_token(token, self.bot)
@@ -552,10 +552,12 @@ class GitLabEmulator:
         with self._lock:
             self._scripted.extend(faults)
 
-    def fail_randomly(self, fraction: float, fault: Fault, *, seed: int = 0) -> None:
-        """Fail ``fraction`` of the requests ``fault`` matches (1.0: every one)."""
+    def fail_randomly(self, fraction: float, *faults: Fault, seed: int = 0) -> None:
+        """Fail ``fraction`` of the requests with one of ``faults`` (1.0: every one they match)."""
+        if not faults:
+            raise ValueError("fail_randomly needs at least one fault")
         with self._lock:
-            self._random_fault = (fraction, fault, random.Random(seed))
+            self._random_fault = (fraction, faults, random.Random(seed))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -569,9 +571,10 @@ class GitLabEmulator:
                 if fault.matches(method, path):
                     return self._scripted.pop(index)
             if self._random_fault is not None:
-                fraction, fault, rng = self._random_fault
-                if fault.matches(method, path) and rng.random() < fraction:
-                    return fault
+                fraction, faults, rng = self._random_fault
+                candidates = [f for f in faults if f.matches(method, path)]
+                if candidates and rng.random() < fraction:
+                    return rng.choice(candidates)
         return None
 
     # -- webhook payloads

@@ -39,7 +39,11 @@ discovery (the client asks for the plain kind), protobuf, strategic-merge list s
 Kubernetes' own checks are reproduced only for names, labels and CRD names.
 
 Tests drive the HTTP side only through the official client and use the Python side to seed
-state, read it back, count calls and inject faults.
+state, read it back, count calls (``calls``/``write_calls``; a request answered by an
+injected fault never reached the API and is recorded with verb None) and inject faults.
+Remember the client's own retries: urllib3 repeats GET/PUT/DELETE answered 429/503 with
+``Retry-After`` (4 tries in all) and dropped idempotent requests; PATCH/POST and 500s are
+never retried, so fault tests aim there.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ Json = dict[str, Any]
 
 READ_VERBS = frozenset({"get", "list"})
 WRITE_VERBS = frozenset({"create", "update", "patch", "apply", "delete", "deletecollection"})
-RESOURCE_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+RESOURCE_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 # Set by the server, never taken from a client's body, and never owned by a field manager.
 SERVER_METADATA = (
@@ -141,7 +145,7 @@ class ResourceType:
             "singularName": self.singular or self.kind.lower(),
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": RESOURCE_VERBS,
+            "verbs": list(RESOURCE_VERBS),
         }
         if self.short_names:
             entry["shortNames"] = list(self.short_names)
@@ -851,7 +855,10 @@ class KubeEmulator:
     def start(self) -> KubeEmulator:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval keeps stop() (and so every test teardown) fast.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -1433,6 +1440,12 @@ class KubeEmulator:
             meta["creationTimestamp"] = _now()
             if rtype.tracks_generation or rtype.custom:
                 meta["generation"] = 1
+        if rtype.kind == "Secret" and not rtype.group and "stringData" in result:
+            # The server folds stringData into data (base64) and never stores it.
+            data = dict(result.get("data") or {})
+            for key, value in (result.pop("stringData") or {}).items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
+            result["data"] = data
         if rtype.status_subresource:
             result.pop("status", None)
             if live is not None and "status" in live.obj:
