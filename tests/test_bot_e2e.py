@@ -283,3 +283,189 @@ def test_gitlab_mr_gets_one_sticky_note_and_three_statuses_per_head(stack: Stack
     wait_for(lambda: f"`{sha['unsigned'][:7]}`" in stack.gl_reports(mr)[0].body, 10, "the edit")
     assert [n.id for n in stack.gl_reports(mr)] == [note.id]
     assert [n for n in stack.gl.notes(mr) if n.author.username == BOT] == stack.gl_reports(mr)
+
+
+# -- 2. deliveries that must not lead anywhere ----------------------------------------------
+
+
+def oversized(server: SluiceServer, forge: str, headers: dict[str, str]) -> int:
+    """Announce a body over 25 MB, send the first megabyte and read the answer."""
+    host, port = "127.0.0.1", server.port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        head = [f"POST /webhooks/{forge} HTTP/1.1", f"Host: {host}:{port}"]
+        head += [f"{k}: {v}" for k, v in headers.items() if k != "Content-Type"]
+        head += ["Content-Type: application/json", f"Content-Length: {25 * 1024 * 1024 + 1}"]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        with contextlib.suppress(OSError):  # the server may answer and close early
+            sock.sendall(b"{" + b" " * (1024 * 1024))
+        status_line = sock.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
+
+
+def test_forged_replayed_malformed_oversized_and_unsupported_deliveries(stack: Stack):
+    repo = "acme/intake"
+    victim = stack.gh_pull(repo, "clean", number=7)
+    payload = stack.gh.pull_request_event(repo, 7)
+    url = f"{stack.server.url}/webhooks/github"
+
+    forged = github_delivery("pull_request", payload, secret="not-the-secret")
+    assert requests.post(url, **forged, timeout=10).status_code == 401
+    unsigned = github_delivery("pull_request", payload)
+    del unsigned["headers"]["X-Hub-Signature-256"]
+    assert requests.post(url, **unsigned, timeout=10).status_code == 401
+    malformed = github_delivery("pull_request", None, body=b'{"action": "opened", ')
+    assert requests.post(url, **malformed, timeout=10).status_code == 400
+    not_a_pr = github_delivery("pull_request", {"action": "opened", "number": 7})
+    assert requests.post(url, **not_a_pr, timeout=10).status_code == 400
+    big = github_delivery("pull_request", payload)["headers"]
+    assert oversized(stack.server, "github", big) == 413
+    push = requests.post(url, **github_delivery("push", {"ref": "refs/heads/x"}), timeout=10)
+    assert push.status_code == 202 and push.json()["status"] == "ignored"
+    assert "push" in push.json()["reason"]
+    labeled = stack.gh.pull_request_event(repo, 7, action="labeled")
+    answer = stack.server.github("pull_request", labeled)
+    assert answer.status_code == 202 and answer.json()["status"] == "ignored"
+
+    gl_url = f"{stack.server.url}/webhooks/gitlab"
+    mr = stack.gl_mr("acme/intake-gl", "clean", iid=3)
+    hook = stack.gl.merge_request_hook(mr)
+    assert stack.server.gitlab("Merge Request Hook", hook, token="wrong").status_code == 401
+    no_token = {"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Event-UUID": "u-1"}
+    assert requests.post(gl_url, json=hook, headers=no_token, timeout=10).status_code == 401
+    pipeline = stack.server.gitlab("Pipeline Hook", {"object_kind": "pipeline"})
+    assert pipeline.status_code == 202 and pipeline.json()["status"] == "ignored"
+    big = {"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": GL_SECRET}
+    assert oversized(stack.server, "gitlab", big | {"X-Gitlab-Event-UUID": "u-2"}) == 413
+
+    # A replayed delivery id is answered "duplicate" and never runs again.
+    replayed = stack.gh_pull(repo, "clean2", number=8)
+    first = stack.gh_event(replayed, delivery="delivery-replay-1")
+    again = stack.gh_event(replayed, delivery="delivery-replay-1")
+    assert first.status_code == 202
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    stack.gh_wait(repo, stack.repo.sha["clean2"])
+    assert len(stack.gh_reports(replayed)) == 1
+    assert len(stack.jobs().jobs("github:acme/intake#8")) == 1
+
+    # None of the rejected deliveries left a job, a comment or a status behind.
+    assert stack.jobs().jobs("github:acme/intake#7") == []
+    assert stack.jobs().jobs("gitlab:acme/intake-gl#3") == []
+    assert stack.gh.comments(repo, victim.number) == []
+    assert stack.gh.statuses(repo, stack.repo.sha["clean"]) == []
+    assert stack.gl.notes(mr) == []
+
+
+# -- 3. /approve-policy ---------------------------------------------------------------------
+
+
+def test_approve_policy_needs_maintain_and_binds_to_the_head_sha(stack: Stack):
+    repo, sha = "acme/approvals", stack.repo.sha
+    pull = stack.gh_pull(repo, "deny", number=3)
+    stack.gh.set_permission(repo, "wendy", "write")
+    stack.gh.set_permission(repo, "maya", "maintain")
+    stack.gh_event(pull)
+    assert stack.gh_wait(repo, sha["deny"])["sluice/policy"].state == "failure"
+
+    refused = stack.gh_say(pull, "/approve-policy we accept the risk", author="wendy")
+    reply = stack.gh_reply(pull, "@wendy")
+    assert "needs maintain access" in reply.body and "/approve-policy" in reply.body
+    assert stack.gh.reactions(refused) == []
+    assert stack.gh_final(repo, sha["deny"])["sluice/policy"].state == "failure"
+
+    approved = stack.gh_say(pull, "/approve-policy pinned next sprint (JIRA-12)", author="maya")
+    wait_for(
+        lambda: stack.gh_final(repo, sha["deny"])["sluice/policy"].state == "success",
+        30,
+        "the policy status to turn green",
+    )
+    policy = stack.gh_final(repo, sha["deny"])["sluice/policy"]
+    assert "approved by @maya" in policy.description
+    assert [r.content for r in stack.gh.reactions(approved)] == ["eyes"]
+    (report,) = stack.gh_reports(pull)
+    assert "Policy override" in report.body and "maya" in report.body
+    assert "pinned next sprint" in report.body
+
+    # A new push with the same violation is a new decision: red again, old SHA stays green.
+    stack.gh_push(pull, "deny2")
+    final = stack.gh_wait(repo, sha["deny2"])
+    assert states(final) == EXPECTED["deny2"]
+    assert stack.gh_final(repo, sha["deny"])["sluice/policy"].state == "success"
+    wait_for(
+        lambda: "Policy override" not in stack.gh_reports(pull)[0].body, 10, "the override to go"
+    )
+    assert len(stack.gh_reports(pull)) == 1
+
+
+def test_approve_policy_limited_to_configured_owners(tmp_path: Path, gitops: GitOpsRepo):
+    config = {"repos": [{"match": "github:acme/*", "policy_owners": {"users": ["carol"]}}]}
+    with running_stack(tmp_path, gitops, config) as owners:
+        repo, sha = "acme/owned", gitops.sha
+        pull = owners.gh_pull(repo, "deny", number=4)
+        owners.gh.set_permission(repo, "adam", "admin")
+        owners.gh.set_permission(repo, "carol", "maintain")
+        owners.gh_event(pull)
+        assert owners.gh_wait(repo, sha["deny"])["sluice/policy"].state == "failure"
+
+        owners.gh_say(pull, "/approve-policy", author="adam")
+        reply = owners.gh_reply(pull, "@adam")
+        assert "not a policy owner" in reply.body and "carol" in reply.body
+        assert owners.gh_final(repo, sha["deny"])["sluice/policy"].state == "failure"
+
+        owners.gh_say(pull, "/approve-policy accepted by security", author="carol")
+        wait_for(
+            lambda: owners.gh_final(repo, sha["deny"])["sluice/policy"].state == "success",
+            30,
+            "the owner's override",
+        )
+        assert "Policy override" in owners.gh_reports(pull)[0].body
+        assert len(owners.gh_reports(pull)) == 1
+
+
+# -- 4. chat-ops ----------------------------------------------------------------------------
+
+
+def test_chat_ops_help_typos_diff_sync_and_what_is_never_a_command(stack: Stack):
+    repo, sha = "acme/chatops", stack.repo.sha
+    pull = stack.gh_pull(repo, "clean", number=5)
+    stack.gh.set_permission(repo, "dana", "write")
+    stack.gh_event(pull)
+    stack.gh_wait(repo, sha["clean"])
+    (report,) = stack.gh_reports(pull)
+    assert "worker" not in report.body  # only the affected app is shown
+
+    helped = stack.gh_say(pull, "/help", author="dana")
+    help_reply = stack.gh_reply(pull, "/approve-policy")
+    assert "/diff" in help_reply.body and help_reply.body.startswith("@dana")
+    assert [r.content for r in stack.gh.reactions(helped)] == ["eyes"]
+
+    stack.gh_say(pull, "thanks!\n/dif web", author="dana")
+    typo = stack.gh_reply(pull, "Did you mean")
+    assert "/diff" in typo.body
+
+    stack.gh_say(pull, "/diff worker", author="dana")
+    wait_for(lambda: "worker" in stack.gh_reports(pull)[0].body, 30, "worker in the report")
+    assert [c.id for c in stack.gh_reports(pull)] == [report.id]
+
+    stack.gh_say(pull, "/sync", author="dana")
+    assert "deploys are not configured" in stack.gh_reply(pull, "/sync").body
+
+    # The bot's own comments and edited comments are never commands.
+    before = len(stack.gh_bot_comments(pull))
+    own = stack.gh.add_comment(repo, pull.number, "/help", author=BOT)
+    answer = stack.server.github("issue_comment", stack.gh.issue_comment_event(repo, own))
+    assert answer.status_code == 202 and answer.json()["status"] == "ignored"
+    stack.gh_say(pull, "/help", author="dana", action="edited")
+    stack.gh_say(pull, "/dif", author="dana")  # a marker that every job before it ran
+    wait_for(lambda: len(stack.gh_bot_comments(pull)) == before + 1, 30, "the marker reply")
+    assert "Did you mean" in stack.gh_bot_comments(pull)[-1].body
+    assert stack.gh.reactions(own) == []
+
+    # A pull request from a fork gets a preview but never a deploy command.
+    stack.gh.add_repo("mallory/gitops", clone_url=stack.repo.clone_url, fork_of=repo)
+    fork = stack.gh_pull(repo, "unsigned", number=6, head_repo="mallory/gitops")
+    stack.gh_event(fork)
+    assert states(stack.gh_wait(repo, sha["unsigned"])) == EXPECTED["unsigned"]
+    assert len(stack.gh_reports(fork)) == 1
+    stack.gh_say(fork, "/sync", author="dana")
+    refusal = stack.gh_reply(fork, "fork")
+    assert "/sync" in refusal.body and "deploys are not configured" not in refusal.body
