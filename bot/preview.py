@@ -8,7 +8,9 @@ base revision, so a change cannot weaken the gate that judges it.
 from __future__ import annotations
 
 import os
+import queue
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_con
 from bot.diff import diff_objects, load_or_create_key, mask_secret, normalize
 from bot.gitops import ExportCache, Git, GitError
 from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, overall_verdict
-from bot.policy import make_engine
+from bot.policy import PolicyEngine, make_engine
 from bot.render import RenderCache, RenderLimits, affected_apps, render_apps
 from bot.signatures import SignatureVerifier, TrustedKeys
 
@@ -130,20 +132,66 @@ def _preview_apps(
 
     secret_key = load_or_create_key(options.cache_dir / "fingerprint.key")
     sources = load_policy_sources(git, base.sha, gate.policy.paths)
-    engine = make_engine(
-        options.policy_backend,
-        sources,
-        package=gate.policy.package,
-        opa_url=options.opa_url,
-        opa_token=options.opa_token,
-    )
-    try:
-        return [
-            _app_report(name, base_renders.get(name), head_renders.get(name), engine, secret_key)
+    # Several engines (each its own process) let policy use the cores kubectl freed.
+    engines = 1 if len(selected) < 8 else max(1, min(2, options.workers))
+    with _PolicyPool(options, sources, gate.policy.package, engines) as policy:
+        pending = {
+            name: policy.submit(head_renders[name], secret_key)
+            for name in sorted(selected)
+            if name in head_renders and not head_renders[name].error
+        }
+        reports = [
+            _app_report(name, base_renders.get(name), head_renders.get(name), secret_key)
             for name in sorted(selected)
         ]
-    finally:
-        engine.close()
+        for report in reports:
+            if report.name in pending:
+                report.policy = pending[report.name].result()
+    return reports
+
+
+class _PolicyPool:
+    """A few policy engines evaluating apps in parallel with the diffs."""
+
+    def __init__(
+        self, options: PreviewOptions, sources: dict[str, str], package: str, size: int
+    ) -> None:
+        self._idle: queue.SimpleQueue[PolicyEngine] = queue.SimpleQueue()
+        self._engines = [
+            make_engine(
+                options.policy_backend,
+                sources,
+                package=package,
+                opa_url=options.opa_url,
+                opa_token=options.opa_token,
+            )
+            for _ in range(size)
+        ]
+        for engine in self._engines:
+            self._idle.put(engine)
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sluice-policy")
+
+    def submit(self, rendered: RenderedApp, secret_key: bytes) -> Future[PolicyResult]:
+        return self._pool.submit(self._evaluate, rendered, secret_key)
+
+    def _evaluate(self, rendered: RenderedApp, secret_key: bytes) -> PolicyResult:
+        app = rendered.app
+        # Policies see masked Secrets: a rule message can then never quote a value.
+        objects = [mask_secret(obj, secret_key) for obj in _normalized(rendered)]
+        meta = {"name": app.name, "path": app.path, "namespace": app.namespace}
+        engine = self._idle.get()
+        try:
+            return engine.evaluate(objects, meta)
+        finally:
+            self._idle.put(engine)
+
+    def __enter__(self) -> _PolicyPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for engine in self._engines:
+            engine.close()
 
 
 def _affected(
@@ -181,8 +229,9 @@ class _Renderer:
 
 
 def _app_report(
-    name: str, base: RenderedApp | None, head: RenderedApp | None, engine, secret_key: bytes
+    name: str, base: RenderedApp | None, head: RenderedApp | None, secret_key: bytes
 ) -> AppReport:
+    """Status and diff of one app; its policy verdict is filled in by the caller."""
     current = head or base
     assert current is not None
     app = current.app
@@ -190,12 +239,15 @@ def _app_report(
     if head is not None and head.error:
         report.status = "error"
         report.error = head.error
-        report.policy = PolicyResult(verdict="pass")
+        return report
+    if base is not None and head is not None and _same_render(base, head):
         return report
 
     base_objects = _normalized(base) if base is not None and not base.error else []
     head_objects = _normalized(head) if head is not None else []
-    report.changes = diff_objects(base_objects, head_objects, secret_key=secret_key)
+    report.changes = diff_objects(
+        base_objects, head_objects, secret_key=secret_key, normalized=True
+    )
     if base is not None and base.error:
         report.error = f"base revision did not render ({base.error}); diff is against nothing"
     if head is None:
@@ -204,13 +256,13 @@ def _app_report(
         report.status = "added"
     elif report.changes:
         report.status = "changed"
-
-    if head is not None:
-        # Policies see masked Secrets: a rule message can then never quote a value.
-        masked = [mask_secret(obj, secret_key) for obj in head_objects]
-        meta = {"name": app.name, "path": app.path, "namespace": app.namespace}
-        report.policy = engine.evaluate(masked, meta)
     return report
+
+
+def _same_render(base: RenderedApp, head: RenderedApp) -> bool:
+    return (
+        not base.error and base.app.namespace == head.app.namespace and base.objects == head.objects
+    )
 
 
 def _normalized(rendered: RenderedApp) -> list[dict]:

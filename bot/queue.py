@@ -414,16 +414,26 @@ class JobQueue:
         ).rowcount
         return len(cancelled) + running
 
-    def recover_expired(self, max_attempts: int | None = None) -> Recovery:
+    def recover_expired(
+        self, max_attempts: int | None = None, orphaned_after_s: float | None = None
+    ) -> Recovery:
         """Requeue running jobs whose lease expired (their worker died).
 
+        With ``orphaned_after_s``, a job is also recovered when its worker id names a
+        pool (``<pool_id>/<n>``) that has not beaten for that long: a killed server
+        then resumes its work seconds after a restart instead of a whole lease later.
         A job that already used ``max_attempts`` is failed instead: a job that
         kills its worker every time must not loop forever.
         """
         now = self.clock()
+        cutoff = None if orphaned_after_s is None else now - orphaned_after_s
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ?", (now,)
+                "SELECT * FROM jobs AS j WHERE j.state = 'running' AND (j.lease_expires_at < ? "
+                "OR (? IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pool_beats AS b "
+                "    WHERE b.at >= ? AND substr(j.worker_id, 1, length(b.pool_id) + 1) "
+                "                        = b.pool_id || '/')))",
+                (now, cutoff, cutoff),
             ).fetchall()
             requeued: list[int] = []
             failed: list[Job] = []

@@ -92,6 +92,7 @@ class WorkerPool:
         housekeeping_s: float = 2.0,
         prune_every_s: float = 3600.0,
         keep_finished_s: float = 14 * 24 * 3600,
+        orphaned_after_s: float | None = None,
         pool_id: str | None = None,
     ):
         if size < 1:
@@ -107,6 +108,8 @@ class WorkerPool:
         self.poll_s = poll_s
         self.housekeeping_s = housekeeping_s
         self.prune_every_s = prune_every_s
+        # A pool beats every housekeeping round; one silent for several rounds is dead.
+        self.orphaned_after_s = orphaned_after_s or max(5 * housekeeping_s, 10.0)
         self.keep_finished_s = keep_finished_s
         self.pool_id = pool_id or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
@@ -266,7 +269,7 @@ class WorkerPool:
             self.queue.beat_pool(self.pool_id, self._alive_count(), self.size)
 
     def _recover(self) -> None:
-        recovery = self.queue.recover_expired(self.max_attempts)
+        recovery = self.queue.recover_expired(self.max_attempts, self.orphaned_after_s)
         if recovery.requeued:
             log.warning("requeued %d job(s) whose worker was lost", len(recovery.requeued))
             self._wake.set()

@@ -447,11 +447,12 @@ def test_chat_ops_help_typos_diff_sync_and_what_is_never_a_command(stack: Stack)
     assert [c.id for c in stack.gh_reports(pull)] == [report.id]
 
     stack.gh_say(pull, "/sync", author="dana")
-    assert "deploys are not configured" in stack.gh_reply(pull, "/sync").body
+    sync = stack.gh_reply(pull, "deploys are not configured")
+    assert sync.body.startswith("@dana `/sync`")
 
     # The bot's own comments and edited comments are never commands.
-    before = len(stack.gh_bot_comments(pull))
     own = stack.gh.add_comment(repo, pull.number, "/help", author=BOT)
+    before = len(stack.gh_bot_comments(pull))
     answer = stack.server.github("issue_comment", stack.gh.issue_comment_event(repo, own))
     assert answer.status_code == 202 and answer.json()["status"] == "ignored"
     stack.gh_say(pull, "/help", author="dana", action="edited")
@@ -469,3 +470,44 @@ def test_chat_ops_help_typos_diff_sync_and_what_is_never_a_command(stack: Stack)
     stack.gh_say(fork, "/sync", author="dana")
     refusal = stack.gh_reply(fork, "fork")
     assert "/sync" in refusal.body and "deploys are not configured" not in refusal.body
+
+
+# -- 5. restart -----------------------------------------------------------------------------
+
+
+def test_sigkill_with_jobs_queued_and_running_loses_and_duplicates_nothing(
+    tmp_path: Path, gitops: GitOpsRepo
+):
+    branches = ["clean", "deny", "unsigned", "secret", "clean2", "deny2"]
+    with running_stack(tmp_path, gitops) as s:
+        s.gh.latency_s = 0.15  # each preview takes about two seconds of API calls
+        pulls = [
+            s.gh_pull(f"acme/restart-{i}", branch, number=i + 1)
+            for i, branch in enumerate(branches)
+        ]
+        for pull in pulls:
+            assert s.gh_event(pull).status_code == 202
+        jobs = s.jobs()
+
+        def mid_flight() -> bool:
+            stats = jobs.stats().by_state
+            reported = sum(len(s.gh_reports(p)) for p in pulls)
+            return stats["running"] >= 1 and stats["queued"] >= 1 and reported >= 1
+
+        wait_for(mid_flight, 30, "a report posted while other jobs still run or wait")
+        s.server.kill()
+        unfinished = [j.id for j in jobs.jobs() if j.state in ("queued", "running")]
+        assert unfinished, "the kill came too late to test anything"
+
+        s.gh.latency_s = 0.0
+        s.server.start()
+        for pull, branch in zip(pulls, branches, strict=True):
+            final = s.gh_wait(pull.repo, gitops.sha[branch], timeout=90)
+            assert states(final) == EXPECTED[branch], (pull.repo, branch)
+        wait_for(lambda: all(j.state == "done" for j in jobs.jobs()), 30, "every job to be done")
+        for pull in pulls:
+            assert len(s.gh_bot_comments(pull)) == 1, pull.repo
+            assert len(s.gh_reports(pull)) == 1, pull.repo
+        assert len(jobs.jobs()) == len(pulls)
+    for secret in SERVER_SECRETS:
+        assert secret not in s.server.log()

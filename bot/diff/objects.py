@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections import Counter
 from collections.abc import Iterable
+from functools import partial
 
 import yaml
 
@@ -38,7 +39,11 @@ def to_yaml(obj: K8sObject) -> str:
 
 
 def index_objects(
-    objects: Iterable[K8sObject], *, secret_key: bytes, default_namespace: str | None = None
+    objects: Iterable[K8sObject],
+    *,
+    secret_key: bytes,
+    default_namespace: str | None = None,
+    normalized: bool = False,
 ) -> dict[ObjectKey, tuple[K8sObject, K8sObject]]:
     """``key → (normalized, normalized and masked)``. When a key occurs twice the last
     one wins, as it would when the objects are applied in order; see
@@ -47,7 +52,7 @@ def index_objects(
     for position, obj in enumerate(objects):
         if not isinstance(obj, dict):
             raise ValueError(f"object #{position} is a {type(obj).__name__}, not a mapping")
-        norm = normalize(obj, default_namespace)
+        norm = obj if normalized else normalize(obj, default_namespace)
         out[object_key(norm)] = (norm, mask_secret(norm, secret_key))
     return out
 
@@ -67,19 +72,26 @@ def diff_objects(
     secret_key: bytes,
     context: int = 3,
     default_namespace: str | None = None,
+    normalized: bool = False,
 ) -> list[ObjectChange]:
     """Changes from ``base`` to ``head``, sorted by (group, kind, namespace, name).
 
     Objects match by group, kind, namespace and name, so an apiVersion bump within
     a group is an update. Both sides are normalized (``default_namespace`` fills in
     namespaced objects that name none) and Secrets are masked before any text is
-    produced. Within one side a duplicated key keeps its last object."""
+    produced. Within one side a duplicated key keeps its last object. Callers that
+    already ran :func:`normalize` on both sides pass ``normalized=True``."""
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
     if not secret_key:
         raise ValueError("a non-empty secret_key is required to mask Secrets")
-    before = index_objects(base, secret_key=secret_key, default_namespace=default_namespace)
-    after = index_objects(head, secret_key=secret_key, default_namespace=default_namespace)
+    index = partial(
+        index_objects,
+        secret_key=secret_key,
+        default_namespace=default_namespace,
+        normalized=normalized,
+    )
+    before, after = index(base), index(head)
     changes: list[ObjectChange] = []
     for key in sorted(before.keys() | after.keys(), key=ObjectKey.sort_key):
         old = before.get(key)

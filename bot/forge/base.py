@@ -86,6 +86,18 @@ class PullRequest:
 
 
 @dataclass(frozen=True)
+class Approval:
+    """A reviewer's approval and the head SHA it was given for.
+
+    GitHub binds each review to a commit; GitLab binds approvals to the merge
+    request, so its backend reports the MR's current head.
+    """
+
+    user: str
+    sha: str
+
+
+@dataclass(frozen=True)
 class Comment:
     id: int
     author: str
@@ -144,3 +156,17 @@ class Forge(ABC):
     @abstractmethod
     def clone_auth(self, repo: RepoRef) -> tuple[str, str]:
         """(username, password) for HTTPS git fetches of ``repo``; never logged."""
+
+    @abstractmethod
+    def approvals(self, pr: PullRequest) -> list[Approval]:
+        """The approvals standing now (withdrawn or dismissed ones are not listed)."""
+
+    @abstractmethod
+    def create_pull_request(
+        self, repo: RepoRef, head_branch: str, base_branch: str, title: str, body: str
+    ) -> PullRequest:
+        """Open a pull request from ``head_branch`` (in ``repo``) into ``base_branch``."""
+
+    @abstractmethod
+    def open_pull_requests(self, repo: RepoRef, base_branch: str) -> list[PullRequest]:
+        """Every open pull request into ``base_branch`` (across every page)."""

@@ -28,6 +28,7 @@ from github import Auth, Github, GithubIntegration
 from github.GithubException import GithubException, RateLimitExceededException
 
 from bot.forge.base import (
+    Approval,
     Comment,
     Forge,
     ForgeError,
@@ -44,6 +45,8 @@ STATUS_DESCRIPTION_LIMIT = 140
 REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
 # GitHub's pull request files listing stops here; beyond it the list is incomplete.
 MAX_LISTED_FILES = 3000
+# Review states that change a reviewer's standing; COMMENTED and PENDING do not.
+STANDING_REVIEW_STATES = frozenset({"APPROVED", "CHANGES_REQUESTED", "DISMISSED"})
 # Docs: on a secondary rate limit without Retry-After, wait at least a minute.
 SECONDARY_LIMIT_WAIT_S = 60.0
 PER_PAGE = 100
@@ -243,6 +246,44 @@ class GitHubForge(Forge):
 
         return ("x-access-token", self._call(f"get a token for {repo.full_name}", token))
 
+    def approvals(self, pr: PullRequest) -> list[Approval]:
+        path = f"{_repo_path(pr.repo)}/pulls/{int(pr.number)}/reviews"
+
+        def fetch() -> list[Approval]:
+            # Reviews come oldest first; a reviewer's latest standing review counts.
+            standing: dict[str, dict[str, Any]] = {}
+            for review in self._get_all(pr.repo, path):
+                login = (review.get("user") or {}).get("login")
+                if login and review.get("state") in STANDING_REVIEW_STATES:
+                    standing[login.lower()] = review
+            return [
+                Approval(user=review["user"]["login"], sha=review.get("commit_id") or "")
+                for review in standing.values()
+                if review["state"] == "APPROVED"
+            ]
+
+        return self._call(f"list reviews of {pr.repo.full_name}#{pr.number}", fetch)
+
+    def create_pull_request(
+        self, repo: RepoRef, head_branch: str, base_branch: str, title: str, body: str
+    ) -> PullRequest:
+        path = f"{_repo_path(repo)}/pulls"
+        request = {"title": title, "head": head_branch, "base": base_branch, "body": body}
+        data = self._call(
+            f"open a pull request {head_branch} -> {base_branch} in {repo.full_name}",
+            lambda: self._write(repo, "POST", path, request),
+        )
+        return _pull_request(repo, data)
+
+    def open_pull_requests(self, repo: RepoRef, base_branch: str) -> list[PullRequest]:
+        path = f"{_repo_path(repo)}/pulls"
+        params = {"state": "open", "base": base_branch}
+        items = self._call(
+            f"list open pull requests into {base_branch} of {repo.full_name}",
+            lambda: self._get_all(repo, path, params),
+        )
+        return [_pull_request(repo, item) for item in items]
+
     # -- plumbing ------------------------------------------------------------------
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
@@ -293,6 +334,20 @@ class GitHubForge(Forge):
     def _get(self, repo: RepoRef | None, path: str) -> Any:
         _, data = self._client(repo).requester.requestJsonAndCheck("GET", path)
         return data
+
+    def _get_all(self, repo: RepoRef, path: str, params: dict[str, str] | None = None) -> list[Any]:
+        """Every item of a paginated list, following the ``Link: rel="next"`` headers."""
+        requester = self._client(repo).requester
+        items: list[Any] = []
+        url: str | None = path
+        query: dict[str, Any] | None = {**(params or {}), "per_page": PER_PAGE}
+        while url is not None:
+            headers, data = requester.requestJsonAndCheck("GET", url, parameters=query)
+            items.extend(data or [])
+            links = requests.utils.parse_header_links(headers.get("link", ""))
+            url = next((link["url"] for link in links if link.get("rel") == "next"), None)
+            query = None  # the next link carries the query
+        return items
 
     def _write(self, repo: RepoRef, verb: str, path: str, body: dict[str, Any]) -> Any:
         self._pacer.acquire()

@@ -19,6 +19,7 @@ from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 from gitlab.v4.objects import Project, ProjectMergeRequest
 
 from bot.forge.base import (
+    Approval,
     Comment,
     Forge,
     ForgeError,
@@ -224,6 +225,51 @@ class GitLabForge(Forge):
 
     def clone_auth(self, repo: RepoRef) -> tuple[str, str]:
         return "oauth2", self._token
+
+    def approvals(self, pr: PullRequest) -> list[Approval]:
+        def fetch() -> list[Approval]:
+            project = self._project(pr.repo)
+            before = project.mergerequests.get(pr.number).sha
+            state = project.mergerequests.get(pr.number, lazy=True).approvals.get()
+            after = project.mergerequests.get(pr.number).sha
+            if before != after:
+                # A push landed between the reads: we cannot tell which head was approved.
+                raise TransientError(f"!{pr.number} moved on while its approvals were read")
+            return [
+                Approval(user=entry["user"]["username"], sha=str(after))
+                for entry in state.attributes.get("approved_by") or []
+            ]
+
+        return self._call(f"list approvals of !{pr.number}", fetch)
+
+    def create_pull_request(
+        self, repo: RepoRef, head_branch: str, base_branch: str, title: str, body: str
+    ) -> PullRequest:
+        def create() -> PullRequest:
+            project = self._project(repo)
+            mr = project.mergerequests.create(
+                {
+                    "source_branch": head_branch,
+                    "target_branch": base_branch,
+                    "title": title,
+                    "description": body,
+                }
+            )
+            return self._pull_request(repo, project, mr)
+
+        return self._call(
+            f"open a merge request {head_branch} -> {base_branch}", create, write=True
+        )
+
+    def open_pull_requests(self, repo: RepoRef, base_branch: str) -> list[PullRequest]:
+        def fetch() -> list[PullRequest]:
+            project = self._project(repo)
+            found = project.mergerequests.list(
+                state="opened", target_branch=base_branch, get_all=True
+            )
+            return [self._pull_request(repo, project, mr) for mr in found]
+
+        return self._call(f"list open merge requests into {base_branch}", fetch)
 
     # -- python-gitlab plumbing
 

@@ -6,14 +6,20 @@ headers, rate-limit headers on every response, and ``url`` fields built from the
 server's own base URL (PyGithub follows them and insists they share its host and
 prefix). It can be served under a GitHub Enterprise style prefix (``/api/v3``).
 
-Tests seed state (repos, pull requests, users, collaborators, teams, GitHub Apps)
+A repository's branches are seeded with ``set_branch`` or, when its ``clone_url`` is a
+local bare git repository, read from that repository (as GitHub knows what was pushed).
+
+Tests seed state (repos, pull requests, reviews, users, collaborators, teams, GitHub Apps)
 and inspect it (comments, statuses, reactions, the request log) from Python; they
 drive the HTTP side only through PyGithub. Faults are injected from Python too.
 
 Endpoints:
     GET   /user                                        the authenticated user
     GET   /repos/{o}/{r}
+    GET   /repos/{o}/{r}/pulls                         paginated; state, base, head filters
+    POST  /repos/{o}/{r}/pulls                         head/base resolved from branches
     GET   /repos/{o}/{r}/pulls/{n}
+    GET   /repos/{o}/{r}/pulls/{n}/reviews             paginated, oldest first
     GET   /repos/{o}/{r}/pulls/{n}/files               paginated
     GET   /repos/{o}/{r}/issues/{n}/comments           paginated, oldest first
     POST  /repos/{o}/{r}/issues/{n}/comments
@@ -35,10 +41,12 @@ Endpoints:
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import secrets
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +62,7 @@ import jwt
 DOCS = "https://docs.github.com/rest"
 RATE_LIMIT = 5000
 MAX_LISTED_FILES = 3000
+REVIEW_STATES = ("APPROVED", "CHANGES_REQUESTED", "COMMENTED", "DISMISSED", "PENDING")
 REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
 STATUS_STATES = ("error", "failure", "pending", "success")
 ROLES = ("admin", "maintain", "write", "triage", "read", "none")
@@ -175,10 +184,35 @@ class Repo:
     parent: str | None = None
     default_branch: str = "main"
     collaborators: dict[str, str] = field(default_factory=dict)  # login -> role name
+    branches: dict[str, str] = field(default_factory=dict)  # name -> sha (seeded)
 
     @property
     def name(self) -> str:
         return self.full_name.split("/", 1)[1]
+
+    def branch_sha(self, branch: str) -> str | None:
+        """A seeded branch, else the branch in the local bare repo behind ``clone_url``."""
+        if branch in self.branches:
+            return self.branches[branch]
+        if not self.clone_url or not os.path.isdir(self.clone_url):
+            return None
+        proc = subprocess.run(
+            ["git", "--git-dir", self.clone_url, "rev-parse", "--verify", "--quiet",
+             f"refs/heads/{branch}^{{commit}}"],
+            capture_output=True,
+            timeout=30,
+        )  # fmt: skip
+        return proc.stdout.decode().strip() or None
+
+    def changed_paths(self, base: str, head: str) -> list[str]:
+        if not self.clone_url or not os.path.isdir(self.clone_url):
+            return []
+        proc = subprocess.run(
+            ["git", "--git-dir", self.clone_url, "diff", "--name-only", f"{base}...{head}"],
+            capture_output=True,
+            timeout=30,
+        )
+        return proc.stdout.decode().split()
 
 
 @dataclass
@@ -209,6 +243,18 @@ class Pull:
     body: str = ""
     files: list[ChangedFile] = field(default_factory=list)
     created_at: datetime = field(default_factory=_now)
+
+
+@dataclass
+class Review:
+    id: int
+    repo: str
+    number: int
+    user: str
+    state: str
+    commit_id: str
+    body: str
+    submitted_at: datetime
 
 
 @dataclass
@@ -310,6 +356,7 @@ class GitHubEmulator:
         self._repos: dict[str, Repo] = {}
         self._pulls: dict[tuple[str, int], Pull] = {}
         self._comments: dict[int, IssueComment] = {}
+        self._reviews: list[Review] = []
         self._statuses: list[Status] = []
         self._reactions: list[Reaction] = []
         self._teams: dict[tuple[str, str], Team] = {}
@@ -468,6 +515,45 @@ class GitHubEmulator:
             comment = IssueComment(self._next_id(), repo, number, author, body, moment, moment)
             self._comments[comment.id] = comment
             return comment.id
+
+    def add_review(
+        self,
+        repo: str,
+        number: int,
+        user: str,
+        *,
+        state: str = "APPROVED",
+        commit_id: str | None = None,
+        body: str = "",
+    ) -> Review:
+        """A submitted review, for the PR's current head unless ``commit_id`` says otherwise."""
+        if state not in REVIEW_STATES:
+            raise ValueError(f"review state must be one of {REVIEW_STATES}")
+        with self._lock:
+            pull = self._pull_or_raise(repo, number)
+            self.add_user(user)
+            review = Review(
+                self._next_id(), repo, number, user, state, commit_id or pull.head_sha, body, _now()
+            )
+            self._reviews.append(review)
+            return review
+
+    def set_branch(self, repo: str, branch: str, sha: str) -> None:
+        with self._lock:
+            self._repo_or_raise(repo).branches[branch] = sha
+
+    def merge_pull(self, repo: str, number: int, merge_commit_sha: str) -> Pull:
+        """Mark a pull request merged by ``merge_commit_sha`` (the merge happened in git)."""
+        with self._lock:
+            pull = self._pull_or_raise(repo, number)
+            pull.state, pull.merged, pull.merge_commit_sha = "closed", True, merge_commit_sha
+            return pull
+
+    def pulls(self, repo: str) -> list[Pull]:
+        with self._lock:
+            return sorted(
+                (p for p in self._pulls.values() if p.repo == repo), key=lambda p: p.number
+            )
 
     def set_permission(self, repo: str, login: str, role: str) -> None:
         """Make ``login`` a collaborator with ``role`` (admin/maintain/write/triage/read
@@ -792,6 +878,21 @@ class GitHubEmulator:
             "creator": self._user_json(status.creator),
         }
 
+    def _review_json(self, review: Review) -> dict[str, Any]:
+        html = f"{self.web_url}/{review.repo}/pull/{review.number}"
+        return {
+            "id": review.id,
+            "node_id": f"PRR_{review.id}",
+            "user": self._user_json(review.user),
+            "body": review.body,
+            "state": review.state,
+            "html_url": f"{html}#pullrequestreview-{review.id}",
+            "pull_request_url": self._api(f"/repos/{review.repo}/pulls/{review.number}"),
+            "submitted_at": _iso(review.submitted_at),
+            "commit_id": review.commit_id,
+            "author_association": "COLLABORATOR",
+        }
+
     def _reaction_json(self, reaction: Reaction) -> dict[str, Any]:
         return {
             "id": reaction.id,
@@ -1005,6 +1106,80 @@ def get_repo(emu: GitHubEmulator, call: _Call, owner: str, name: str) -> Result:
 
 def get_pull(emu: GitHubEmulator, call: _Call, owner: str, name: str, number: str) -> Result:
     return 200, emu._pull_json(_pull(emu, call, owner, name, number)), {}
+
+
+def list_pulls(emu: GitHubEmulator, call: _Call, owner: str, name: str) -> Result:
+    repo = _visible_repo(emu, call, owner, name)
+    state = call.query.get("state", "open")
+    if state not in ("open", "closed", "all"):
+        raise HTTPError(422, "Validation Failed")
+    found = [p for p in emu._pulls.values() if p.repo == repo.full_name]
+    if state != "all":
+        found = [p for p in found if p.state == state]
+    if "base" in call.query:
+        found = [p for p in found if p.base_ref == call.query["base"]]
+    if "head" in call.query:
+        owner_, _, ref = call.query["head"].partition(":")
+        found = [p for p in found if p.head_ref == ref and (p.head_repo or "").startswith(owner_)]
+    found.sort(key=lambda p: p.number, reverse=call.query.get("direction", "desc") == "desc")
+    return _paginate(emu, call, [emu._pull_json(p) for p in found])
+
+
+def create_pull(emu: GitHubEmulator, call: _Call, owner: str, name: str) -> Result:
+    repo = _visible_repo(emu, call, owner, name)
+    title = _body_field(call, "title")
+    head = _body_field(call, "head")
+    base = _body_field(call, "base")
+    head_ref = head.partition(":")[2] if ":" in head else head
+    head_sha, base_sha = repo.branch_sha(head_ref), repo.branch_sha(base)
+    invalid = [f for f, sha in (("head", head_sha), ("base", base_sha)) if sha is None]
+    if invalid:
+        raise HTTPError(
+            422,
+            "Validation Failed",
+            {
+                "errors": [
+                    {"resource": "PullRequest", "field": f, "code": "invalid"} for f in invalid
+                ]
+            },
+        )
+    assert head_sha is not None and base_sha is not None
+    for other in emu._pulls.values():
+        if (other.repo, other.head_ref, other.base_ref, other.state) == (
+            repo.full_name,
+            head_ref,
+            base,
+            "open",
+        ):
+            raise HTTPError(
+                422,
+                "Validation Failed",
+                {"errors": [{"resource": "PullRequest", "code": "custom",
+                             "message": f"A pull request already exists for {owner}:{head_ref}."}]},
+            )  # fmt: skip
+    pull = emu.add_pull(
+        repo.full_name,
+        title=title,
+        author=call.user(),
+        base_ref=base,
+        base_sha=base_sha,
+        head_ref=head_ref,
+        head_sha=head_sha,
+        draft=bool((call.body or {}).get("draft")),
+        files=list(repo.changed_paths(base_sha, head_sha)),
+    )
+    pull.body = _body_field(call, "body", required=False) or ""
+    headers = {"Location": emu._pull_json(pull)["url"]}
+    return 201, emu._pull_json(pull), headers
+
+
+def list_reviews(emu: GitHubEmulator, call: _Call, owner: str, name: str, number: str) -> Result:
+    pull = _pull(emu, call, owner, name, number)
+    found = [
+        r for r in emu._reviews
+        if (r.repo, r.number) == (pull.repo, pull.number) and r.state != "PENDING"
+    ]  # fmt: skip
+    return _paginate(emu, call, [emu._review_json(r) for r in found])
 
 
 def list_pull_files(emu: GitHubEmulator, call: _Call, owner: str, name: str, number: str) -> Result:
@@ -1235,7 +1410,10 @@ _ROUTES: list[tuple[str, re.Pattern[str], Callable[..., Result]]] = [
         ("GET", r"/user", get_user),
         ("GET", r"/rate_limit", get_rate_limit),
         ("GET", _REPO, get_repo),
+        ("GET", _REPO + r"/pulls", list_pulls),
+        ("POST", _REPO + r"/pulls", create_pull),
         ("GET", _REPO + r"/pulls/(?P<number>\d+)", get_pull),
+        ("GET", _REPO + r"/pulls/(?P<number>\d+)/reviews", list_reviews),
         ("GET", _REPO + r"/pulls/(?P<number>\d+)/files", list_pull_files),
         ("GET", _REPO + r"/issues/(?P<number>\d+)/comments", list_issue_comments),
         ("POST", _REPO + r"/issues/(?P<number>\d+)/comments", create_issue_comment),

@@ -13,13 +13,18 @@ Tests seed state with the ``add_*`` methods, inspect what the product wrote with
 ``notes()``, ``statuses()``, ``awards()`` and ``requests``, and inject faults with
 ``script_faults()`` / ``fail_randomly()`` and ``latency_s``. Drive it only through
 python-gitlab (or the product's GitLab backend).
+
+A project's branches are seeded with ``add_branch`` or, when its ``http_url`` is a local
+bare git repository, read from that repository (as GitLab knows what was pushed).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -178,6 +183,20 @@ class Project:
     def name(self) -> str:
         return self.path_with_namespace.rsplit("/", 1)[-1]
 
+    def branch_sha(self, branch: str) -> str | None:
+        """A seeded branch, else the branch in the local bare repo behind ``http_url``."""
+        if branch in self.branches:
+            return self.branches[branch]
+        if not os.path.isdir(self.http_url):
+            return None
+        proc = subprocess.run(
+            ["git", "--git-dir", self.http_url, "rev-parse", "--verify", "--quiet",
+             f"refs/heads/{branch}^{{commit}}"],
+            capture_output=True,
+            timeout=30,
+        )  # fmt: skip
+        return proc.stdout.decode().strip() or None
+
 
 @dataclass
 class MergeRequest:
@@ -201,6 +220,7 @@ class MergeRequest:
     created_at: str
     updated_at: str
     notes: list[Note] = field(default_factory=list)
+    approved_by: list[User] = field(default_factory=list)
 
     @property
     def is_fork(self) -> bool:
@@ -513,6 +533,24 @@ class GitLabEmulator:
             note = Note(self._next_id(), body, author, system, now, now)
             mr.notes.append(note)
             return note
+
+    def approve(self, mr: MergeRequest, user: User) -> None:
+        """``user`` approves ``mr`` (POST .../approve); approving twice changes nothing."""
+        with self._lock:
+            if all(u.id != user.id for u in mr.approved_by):
+                mr.approved_by.append(user)
+
+    def merge(self, mr: MergeRequest, merge_commit_sha: str) -> None:
+        """Mark ``mr`` merged by ``merge_commit_sha`` (the merge happened in git)."""
+        with self._lock:
+            mr.state = "merged"
+            mr.merge_commit_sha = merge_commit_sha
+            mr.project.commits.add(merge_commit_sha)
+            mr.project.branches[mr.target_branch] = merge_commit_sha
+
+    def merge_requests(self, project: Project) -> list[MergeRequest]:
+        with self._lock:
+            return sorted(project.merge_requests.values(), key=lambda m: m.iid)
 
     # -- inspection
 
@@ -1130,6 +1168,72 @@ class GitLabEmulator:
     def _get_mr(self, request: _Request, params: dict[str, str]) -> Any:
         return self._mr_json(self._mr(params))
 
+    def _list_mrs(self, request: _Request, params: dict[str, str]) -> Any:
+        project = self._project(params["project"])
+        state = request.query.get("state", "all")
+        if state not in ("opened", "closed", "locked", "merged", "all"):
+            raise ApiError(400, {"error": "state does not have a valid value"})
+        found = [m for m in project.merge_requests.values() if state in ("all", m.state)]
+        for key, attr in (("target_branch", "target_branch"), ("source_branch", "source_branch")):
+            if key in request.query:
+                found = [m for m in found if getattr(m, attr) == request.query[key]]
+        found.sort(key=lambda m: m.created_at, reverse=request.query.get("sort", "desc") == "desc")
+        return self._paginate(request, [self._mr_json(m) for m in found])
+
+    def _create_mr(self, request: _Request, params: dict[str, str]) -> Any:
+        project = self._project(params["project"])
+        for key in ("source_branch", "target_branch", "title"):
+            if not request.body.get(key):
+                raise ApiError(400, {"error": f"{key} is missing"})
+        source, target = str(request.body["source_branch"]), str(request.body["target_branch"])
+        sha, base = project.branch_sha(source), project.branch_sha(target)
+        if sha is None or base is None:
+            missing = source if sha is None else target
+            raise ApiError(400, {"message": [f"Branch '{missing}' does not exist"]})
+        for other in project.merge_requests.values():
+            if (other.source_branch, other.target_branch, other.state) == (
+                source,
+                target,
+                "opened",
+            ):
+                raise ApiError(
+                    409,
+                    {"message": [
+                        "Another open merge request already exists for this source branch: "
+                        f"!{other.iid}"
+                    ]},
+                )  # fmt: skip
+        mr = self.add_merge_request(
+            project,
+            iid=max(project.merge_requests, default=0) + 1,
+            source_branch=source,
+            target_branch=target,
+            sha=sha,
+            base_sha=base,
+            author=request.user,
+            title=str(request.body["title"]),
+            description=str(request.body.get("description") or ""),
+        )
+        return self._mr_json(mr)
+
+    def _get_mr_approvals(self, request: _Request, params: dict[str, str]) -> Any:
+        mr = self._mr(params)
+        return {
+            "id": mr.id,
+            "iid": mr.iid,
+            "project_id": mr.project.id,
+            "title": mr.title,
+            "description": mr.description,
+            "state": mr.state,
+            "created_at": mr.created_at,
+            "updated_at": mr.updated_at,
+            "merge_status": "can_be_merged",
+            "approved": bool(mr.approved_by),
+            "approvals_required": 0,
+            "approvals_left": 0,
+            "approved_by": [{"user": self._user_json(u)} for u in mr.approved_by],
+        }
+
     def _get_mr_changes(self, request: _Request, params: dict[str, str]) -> Any:
         mr = self._mr(params)
         shown = mr.changes[: self.changes_limit]
@@ -1336,7 +1440,10 @@ _ROUTES: list[_Route] = [
     _route("GET", "users/:user_id", GitLabEmulator._get_user),
     _route("GET", "projects/:project", GitLabEmulator._get_project),
     _route("GET", "projects/:project/repository/branches/:branch", GitLabEmulator._get_branch),
+    _route("GET", "projects/:project/merge_requests", GitLabEmulator._list_mrs),
+    _route("POST", "projects/:project/merge_requests", GitLabEmulator._create_mr),
     _route("GET", _MR, GitLabEmulator._get_mr),
+    _route("GET", f"{_MR}/approvals", GitLabEmulator._get_mr_approvals),
     _route("GET", f"{_MR}/changes", GitLabEmulator._get_mr_changes),
     _route("GET", f"{_MR}/diffs", GitLabEmulator._list_mr_diffs),
     _route("GET", f"{_MR}/notes", GitLabEmulator._list_notes),

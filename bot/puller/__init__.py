@@ -1,0 +1,1 @@
+"""The in-cluster puller: ledger → verify → render → policy → apply/prune/health/drift."""
