@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="server config file (per-repo settings)")
     serve.add_argument("--bind", default="0.0.0.0:8080", help="HOST:PORT")
     serve.add_argument("--dev", action="store_true", help="use Flask's development server")
+
+    puller = commands.add_parser("puller", help="run the in-cluster puller")
+    puller.add_argument("--config", required=True, type=Path, help="puller config file (YAML)")
+    puller.add_argument("--bind", default="0.0.0.0:8081", help="HOST:PORT for the puller API")
+    puller.add_argument("--once", action="store_true", help="run one cycle; exit 0 ok, 1 not")
     return parser
 
 
@@ -75,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "policy": _policy,
         "config": _config,
         "serve": _serve,
+        "puller": _puller,
     }[args.command]
     try:
         return handler(args)
@@ -206,6 +212,25 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
     return run(config, bind=args.bind, dev=args.dev)
+
+
+def _puller(args: argparse.Namespace) -> int:
+    from bot.config import ConfigError
+    from bot.puller.config import load_puller_config
+    from bot.puller.server import parse_bind, run
+
+    try:
+        config = load_puller_config(args.config, os.environ)
+        if not args.once:
+            parse_bind(args.bind)
+            if not config.api_token:
+                raise _UsageError("SLUICE_PULLER_TOKEN must be set to serve the puller API")
+    except (ConfigError, ValueError) as exc:
+        raise _UsageError(str(exc)) from None
+    try:
+        return run(config, bind=args.bind, once=args.once)
+    except ConfigError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 if __name__ == "__main__":

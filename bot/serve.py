@@ -153,7 +153,10 @@ def _pool_main(config: ServerConfig, runner_factory: RunnerFactory, parent_pid: 
     signal.signal(signal.SIGINT, on_signal)
     runner = runner_factory(config)
     pool = WorkerPool(
-        JobQueue(config.db_path), runner.handle, config.workers, on_give_up=runner.on_give_up
+        JobQueue(config.db_path, synchronous="NORMAL"),
+        runner.handle,
+        config.workers,
+        on_give_up=runner.on_give_up,
     )
     pool.start()
     log.info("job worker pool started: %d threads (pid %d)", config.workers, os.getpid())

@@ -6,6 +6,7 @@ delivery becomes one row in the job queue and the worker pool does the rest.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from bot.forge.webhooks import (
     WebhookError,
 )
 from bot.metrics import Metrics
+from bot.puller_client import puller_event_problem
 from bot.queue import JobQueue, NewJob
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,10 @@ def create_app(
             log.warning("rejected %s webhook (%s): %s", forge, result, exc)
             return _error(str(exc), exc.status)
         return _accept(config, queue, metrics, delivery, event_label, on_enqueued)
+
+    @app.post("/v1/puller/events")
+    def puller_event() -> tuple[Response, int]:
+        return _accept_puller_event(config, queue, on_enqueued)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> tuple[Response, int]:
@@ -162,6 +168,35 @@ def _accept(
     if on_enqueued is not None:
         on_enqueued(job_id)
     return jsonify(status="queued", job=job_id, delivery=delivery.delivery_id), 202
+
+
+def _accept_puller_event(
+    config: ServerConfig, queue: JobQueue, on_enqueued: Callable[[int], None] | None
+) -> tuple[Response, int]:
+    """A deploy or drift report from the puller becomes a ``puller-event`` job."""
+    token = config.puller_token
+    if not token:
+        return _error("puller events are disabled: SLUICE_PULLER_TOKEN is not set", 503)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        return _error("missing or wrong bearer token", 401)
+    event = request.get_json(silent=True)
+    problem = puller_event_problem(event)
+    if problem is not None:
+        return _error(problem, 400)
+    app_name = event["app"]
+    job = NewJob("puller-event", "puller", "puller", f"puller:{app_name}", event)
+    try:
+        job_id = queue.enqueue(job)
+    except sqlite3.Error as exc:
+        log.error("puller event for %s: could not store it: %s", app_name, exc)
+        return _error("the job queue is unavailable; send it again later", 503)
+    log.info("puller %s event for %s: queued job %s", event["type"], app_name, job_id)
+    if on_enqueued is not None:
+        on_enqueued(job_id)
+    return jsonify(status="queued", job=job_id), 202
 
 
 def job_for(config: ServerConfig, event: PullRequestEvent | CommentEvent) -> NewJob | Unsupported:

@@ -11,6 +11,13 @@ file adds per-repo settings, Atlantis-allowlist-like::
         draft_previews: true
         policy_engine: regorus          # regorus | regopy | opa
         opa_url: http://opa:8181
+        required_approvals: 2           # default: SLUICE_REQUIRED_APPROVALS (1)
+        tracked_branch: main            # merges into it deploy
+        ledger_branch: sluice/ledger
+
+Deploys (merge-to-deploy) read ``SLUICE_PULLER_URL`` / ``SLUICE_PULLER_TOKEN``, the
+bot's signing key (``SLUICE_SIGNING_METHOD`` / ``SLUICE_SIGNING_KEY`` /
+``SLUICE_GNUPGHOME``), ``SLUICE_REQUIRED_APPROVALS`` and ``SLUICE_ALLOW_PUSH_DEPLOY``.
 
 The first matching entry wins; a repo that matches none gets the defaults.
 Secrets live only in fields excluded from ``repr`` and never appear in errors.
@@ -19,6 +26,7 @@ Secrets live only in fields excluded from ``repr`` and never appear in errors.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from bot.commands.spec import COMMANDS
 from bot.config.repo import POLICY_ENGINES, ConfigError, load_yaml_text
 from bot.forge.base import Permission
+from bot.ledger import DEFAULT_BRANCH as DEFAULT_LEDGER_BRANCH
+from bot.ledger import LedgerError, SigningConfig
 
 if TYPE_CHECKING:
     from bot.commands.authz import CommandRules
@@ -39,6 +49,11 @@ DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_GITLAB_URL = "https://gitlab.com"
 DEFAULT_WORKERS = 4
 MAX_WORKERS = 64
+DEFAULT_REQUIRED_APPROVALS = 1
+MAX_REQUIRED_APPROVALS = 20
+DEFAULT_TRACKED_BRANCH = "main"
+_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 #: Minimum repository permission per command when the config file says nothing.
 DEFAULT_COMMAND_PERMISSIONS: Mapping[str, Permission] = MappingProxyType(
@@ -97,6 +112,10 @@ class RepoSettings:
     draft_previews: bool = True
     policy_engine: str = "regorus"
     opa_url: str | None = None
+    #: None: the server-wide SLUICE_REQUIRED_APPROVALS.
+    required_approvals: int | None = None
+    tracked_branch: str = DEFAULT_TRACKED_BRANCH
+    ledger_branch: str = DEFAULT_LEDGER_BRANCH
 
     def matches(self, forge: str, full_name: str) -> bool:
         pattern = self.match.lower()
@@ -156,6 +175,15 @@ class ServerConfig:
     public_url: str | None = None
     repos: tuple[RepoSettings, ...] = ()
     config_file: Path | None = None
+    #: The in-cluster puller's API; None: no puller to wake (it still polls the ledger).
+    puller_url: str | None = None
+    #: Shared secret for the puller API and for ``POST /v1/puller/events``.
+    puller_token: str | None = field(default=None, repr=False)
+    #: The bot's ledger signing key; None: deploys are off (nothing can be approved).
+    signing: SigningConfig | None = None
+    required_approvals: int = DEFAULT_REQUIRED_APPROVALS
+    #: Whether a direct push to a tracked branch deploys (when its gates pass).
+    allow_push_deploy: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], config_file: Path | None = None) -> ServerConfig:
@@ -180,6 +208,11 @@ class ServerConfig:
             public_url=env.get("SLUICE_PUBLIC_URL", "").rstrip("/") or None,
             repos=load_repo_settings(config_file) if config_file else (),
             config_file=config_file,
+            puller_url=_puller_url(env),
+            puller_token=env.get("SLUICE_PULLER_TOKEN"),
+            signing=_signing(environ),
+            required_approvals=_required_approvals(env.get("SLUICE_REQUIRED_APPROVALS")),
+            allow_push_deploy=_flag(env, "SLUICE_ALLOW_PUSH_DEPLOY"),
         )
 
     @property
@@ -198,6 +231,16 @@ class ServerConfig:
     def repo_settings(self, forge: str, full_name: str) -> RepoSettings:
         """Settings of the first ``repos`` entry matching the repo, else the defaults."""
         return next((r for r in self.repos if r.matches(forge, full_name)), DEFAULT_REPO_SETTINGS)
+
+    def approvals_required(self, settings: RepoSettings) -> int:
+        if settings.required_approvals is not None:
+            return settings.required_approvals
+        return self.required_approvals
+
+    @property
+    def deploys_enabled(self) -> bool:
+        """Merges can be promoted only when the bot can sign ledger commits."""
+        return self.signing is not None
 
 
 def _github_from_env(env: Mapping[str, str], disabled: dict[str, str]) -> GitHubSettings | None:
@@ -280,6 +323,46 @@ def _trusted_keys(value: str | None) -> Path | None:
     return path
 
 
+def _puller_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("SLUICE_PULLER_URL")
+    if url is None:
+        return None
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError("SLUICE_PULLER_URL: must start with https:// or http://")
+    if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        raise ConfigError("SLUICE_PULLER_URL: must not carry credentials (use SLUICE_PULLER_TOKEN)")
+    if not env.get("SLUICE_PULLER_TOKEN"):
+        raise ConfigError(
+            "SLUICE_PULLER_URL is set but SLUICE_PULLER_TOKEN is not: the puller accepts "
+            "only authenticated calls"
+        )
+    return url.rstrip("/")
+
+
+def _signing(environ: Mapping[str, str]) -> SigningConfig | None:
+    try:
+        return SigningConfig.from_env(environ)
+    except LedgerError as exc:
+        raise ConfigError(f"bot signing key: {exc}") from None
+
+
+def _required_approvals(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_REQUIRED_APPROVALS
+    if not value.isdigit() or int(value) > MAX_REQUIRED_APPROVALS:
+        raise ConfigError(
+            f"SLUICE_REQUIRED_APPROVALS: must be a whole number from 0 to {MAX_REQUIRED_APPROVALS}"
+        )
+    return int(value)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "false").lower()
+    if value not in _TRUE + _FALSE:
+        raise ConfigError(f"{name}: must be true or false")
+    return value in _TRUE
+
+
 def _workers(value: str | None) -> int:
     if value is None:
         return DEFAULT_WORKERS
@@ -290,7 +373,10 @@ def _workers(value: str | None) -> int:
 
 # -- the config file -------------------------------------------------------------------
 
-_REPO_FIELDS = {"match", "commands", "policy_owners", "draft_previews", "policy_engine", "opa_url"}
+_REPO_FIELDS = {
+    "match", "commands", "policy_owners", "draft_previews", "policy_engine", "opa_url",
+    "required_approvals", "tracked_branch", "ledger_branch",
+}  # fmt: skip
 _TOP_FIELDS = {"repos", "policy_engine", "opa_url"}
 _RULE_FIELDS = {"permission", "users", "teams"}
 
@@ -403,7 +489,33 @@ def _parse_repo(
         draft_previews=draft,
         policy_engine=engine,
         opa_url=opa_url,
+        required_approvals=_parse_approvals(raw.get("required_approvals"), where),
+        tracked_branch=_parse_branch(raw, "tracked_branch", DEFAULT_TRACKED_BRANCH, where),
+        ledger_branch=_parse_branch(raw, "ledger_branch", DEFAULT_LEDGER_BRANCH, where),
     )
+
+
+def _parse_approvals(raw: Any, where: str) -> int | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_REQUIRED_APPROVALS:
+        raise ConfigError(
+            f"{where}: required_approvals: must be a whole number from 0 to "
+            f"{MAX_REQUIRED_APPROVALS}"
+        )
+    return raw
+
+
+def _parse_branch(raw: dict[str, Any], key: str, default: str, where: str) -> str:
+    value = raw.get(key, default)
+    if (
+        not isinstance(value, str)
+        or not _BRANCH.match(value)
+        or ".." in value
+        or value.endswith((".lock", "/"))
+    ):
+        raise ConfigError(f"{where}: {key}: must be a branch name such as {default!r}")
+    return value
 
 
 def _parse_commands(raw: Any, where: str) -> dict[str, CommandRule]:

@@ -41,10 +41,12 @@ from bot.ledger import APPS_DIR, LedgerEntry, LedgerError, VerifiedLedger, verif
 from bot.models import App, K8sObject, ObjectChange
 from bot.policy import make_engine
 from bot.preview import load_policy_sources
+from bot.puller.cluster import ClusterError
 from bot.puller.config import PullerConfig
 from bot.puller.events import EventReporter
 from bot.puller.history import HistoryStore, LastResult
 from bot.puller.metrics import PullerMetrics
+from bot.puller.plan import PlanError
 from bot.render import RenderCache, render_app
 from bot.signatures import SignatureVerifier, TrustedKeys, TrustedKeysError
 
@@ -61,6 +63,7 @@ class Refused(Exception):
     def __init__(self, message: str, phase: str = "Held") -> None:
         super().__init__(message)
         self.phase = phase
+        self.apps: list[str] = []  # for a refusal of the whole ledger: the apps it holds
 
 
 @dataclass
@@ -146,19 +149,19 @@ class PullerAgent:
         metrics: PullerMetrics | None = None,
         clock: Callable[[], float] = time.time,
         api_probe: Callable[[], None] | None = None,
+        health_poll_s: float = 1.0,
     ) -> None:
         self.config = config
         self.applier = applier
         data = config.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.store = store or HistoryStore(data / "puller.db", limit=config.history_limit)
-        self.reporter = reporter or EventReporter(
-            self.store, config.events_url, config.api_token
-        )
+        self.reporter = reporter or EventReporter(self.store, config.events_url, config.api_token)
         self.metrics = metrics or PullerMetrics()
         self.secret_key = load_or_create_key(data / "fingerprint.key")
         self._clock = clock
         self._api_probe = api_probe
+        self._health_poll_s = health_poll_s
         self._mirrors = Mirrors(data / "mirrors")
         self._exports = ExportCache(data / "exports")
         self._renders = RenderCache(data / "renders")
@@ -286,7 +289,7 @@ class PullerAgent:
         except Refused as exc:
             self._ledger_error = str(exc)
             log.error("puller cycle refused: %s", exc)
-            for name in sorted(set(apps or ()) | set(self.known_apps())):
+            for name in sorted(set(apps or exc.apps) | set(self.known_apps())):
                 if self.owns(name):
                     self._refuse(self._state(name), None, None, exc)
             return False
@@ -326,13 +329,24 @@ class PullerAgent:
                 not_before=self.store.get_state(_LEDGER_STATE_KEY),
             )
         except (LedgerError, TrustedKeysError, GitError) as exc:
-            raise Refused(f"ledger refused: {exc}") from None
+            refused = Refused(f"ledger refused: {exc}")
+            # Untrusted, but good enough to say which apps are held and why.
+            refused.apps = self._named_apps(git, config.ledger_ref)
+            raise refused from None
         gate = _repo_config(git, tracked, f"{config.tracked_branch} ({tracked[:12]})")
         return _Cycle(git=git, ledger=ledger, tracked=tracked, gate=gate)
 
     def _ledger_apps(self, cycle: _Cycle) -> list[str]:
+        return self._named_apps(cycle.git, cycle.ledger.tip)
+
+    def _named_apps(self, git: Git, ledger: str) -> list[str]:
+        """Owned apps with an entry in the ledger commit ``ledger``."""
+        try:
+            entries = git.tree(ledger, APPS_DIR)
+        except GitError:
+            return []
         names = []
-        for entry in cycle.git.tree(cycle.ledger.tip, APPS_DIR):
+        for entry in entries:
             name = entry.path.removeprefix(f"{APPS_DIR}/").removesuffix(".yaml")
             if entry.path.endswith(".yaml") and "/" not in name and self.owns(name):
                 names.append(name)
@@ -443,20 +457,27 @@ class PullerAgent:
 
     # -- apply
 
-    def _deploy(self, state: AppState, plan: _Plan, *, action: str) -> bool:
+    def _deploy(self, state: AppState, plan: _Plan, *, action: str, heal: bool = False) -> bool:
         entry = plan.entry
         started = self._clock()
         state.phase = "Syncing"
         state.message = f"applying {entry.revision[:12]}"
         applied = self.applier.apply(
-            plan.app.name, plan.objects, allow_mass_prune=plan.app.allow_mass_prune
+            plan.app.name, plan.objects, allow_mass_prune=plan.app.allow_mass_prune, heal=heal
         )
         if applied.ok:
-            state.revision, state.ledger_commit, state.pr = entry.revision, plan.ledger_commit, entry.pr
+            state.revision, state.ledger_commit, state.pr = (
+                entry.revision,
+                plan.ledger_commit,
+                entry.pr,
+            )
             state.app, state.objects = plan.app, plan.objects
             state.refusal = None
             report = self.applier.wait_healthy(
-                plan.app.name, plan.objects, timeout_s=self.config.health_timeout_s
+                plan.app.name,
+                plan.objects,
+                timeout_s=self.config.health_timeout_s,
+                poll_s=self._health_poll_s,
             )
             state.health = report.status
             succeeded = report.status == "Healthy"
@@ -479,19 +500,19 @@ class PullerAgent:
             pr=entry.pr,
             result="succeeded" if succeeded else "failed",
             health=state.health,
-            created=applied.created,
-            updated=applied.updated,
-            unchanged=applied.unchanged,
-            pruned=applied.pruned,
+            created=len(applied.created),
+            updated=len(applied.updated),
+            unchanged=len(applied.unchanged),
+            pruned=len(applied.pruned),
             started_at=_iso(started),
             finished_at=_iso(self._clock()),
             duration_s=round(self._clock() - started, 3),
             message=message,
         )
-        state.phase = "Synced" if succeeded else "Failed"
-        state.message = message
         self.store.record(state.name, result, applied=applied.ok)
         self.metrics.synced(state.name, result.result, result.duration_s)
+        state.phase = "Synced" if succeeded else "Failed"
+        state.message = message
         self._send_result(state.name, result)
         if applied.ok:
             state.drift = []
@@ -557,7 +578,9 @@ class PullerAgent:
                 state.message = f"cannot check drift: {exc}"
                 return False
         app, objects = state.app, state.objects
-        drift = self.applier.drift(app.name, objects, secret_key=self.secret_key)
+        drift = self._drift(state)
+        if drift is None:
+            return False
         if drift and (app.self_heal or woken):
             plan = _Plan(
                 entry=_entry_for(state),
@@ -567,14 +590,23 @@ class PullerAgent:
                 note="self-heal" if app.self_heal and not woken else "sync",
             )
             self._publish_drift(state, drift)
-            ok = self._deploy(state, plan, action="sync")
-            drift = self.applier.drift(app.name, objects, secret_key=self.secret_key)
-            self._publish_drift(state, drift)
-            return ok and not drift
+            ok = self._deploy(state, plan, action="sync", heal=True)
+            drift = self._drift(state)
+            self._publish_drift(state, drift or [])
+            return ok and drift == []
         self._publish_drift(state, drift)
         if state.phase in ("Idle", "Held") and state.refusal is None:
             state.phase = "Synced"
         return True
+
+    def _drift(self, state: AppState) -> list[ObjectChange] | None:
+        """The app's drift now, or None (and a message) when the cluster cannot tell."""
+        assert state.objects is not None
+        try:
+            return self.applier.drift(state.name, state.objects, secret_key=self.secret_key)
+        except (ClusterError, PlanError) as exc:
+            state.message = f"drift check failed: {exc}"
+            return None
 
     def _publish_drift(self, state: AppState, drift: list[ObjectChange]) -> None:
         state.drift = drift

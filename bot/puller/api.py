@@ -15,6 +15,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from bot.puller.agent import PullerAgent
+from bot.puller.cluster import ClusterError
+from bot.puller.plan import PlanError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def create_puller_app(agent: PullerAgent, token: str) -> Flask:
     def wake() -> Any:
         body = _json_body()
         if body is None:
-            return _error(400, "body must be a JSON object: {} or {\"app\": \"<name>\"}")
+            return _error(400, 'body must be a JSON object: {} or {"app": "<name>"}')
         name = body.get("app")
         if name is not None:
             if not isinstance(name, str) or not name:
@@ -77,7 +79,12 @@ def create_puller_app(agent: PullerAgent, token: str) -> Flask:
             return _error(400, "objects: must be a list of Kubernetes objects")
         if len(objects) > MAX_DIFF_OBJECTS:
             return _error(413, f"objects: at most {MAX_DIFF_OBJECTS} objects")
-        changes = agent.diff(name, objects)
+        try:
+            changes = agent.diff(name, objects)
+        except PlanError as exc:
+            return _error(400, str(exc))
+        except ClusterError as exc:
+            return _error(502, f"the cluster could not answer: {exc}")
         return jsonify({"app": name, "changes": [change.to_dict() for change in changes]})
 
     @app.get("/healthz")

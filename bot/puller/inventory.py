@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from kubernetes.client import ApiClient
@@ -95,8 +96,13 @@ class InventoryStore:
         *,
         namespace: str = DEFAULT_NAMESPACE,
         field_manager: str = "sluice",
+        discovery_cache: Path | None = None,
     ) -> None:
-        self.cluster = client if isinstance(client, Cluster) else Cluster(client)
+        self.cluster = (
+            client
+            if isinstance(client, Cluster)
+            else Cluster(client, discovery_cache=discovery_cache)
+        )
         self.namespace = namespace
         self.field_manager = field_manager
         # What this store last read or wrote per app: lets save() skip a no-op write
