@@ -18,6 +18,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from werkzeug.serving import make_server
 
 from bot.config.server import RepoSettings, ServerConfig
 from bot.forge.base import RepoRef
@@ -48,7 +50,6 @@ from tests.botkit import ROOT, _labels, deployment
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.gitlab import DEVELOPER, GitLabEmulator
 from tests.gpgkit import commit, git
-from tests.test_web import serve_in_thread
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -205,6 +206,18 @@ class PullerDouble:
             "health": last["health"] if last else "Unknown", "message": "", "drift": [],
             "last_result": last, "history": [last] if last else [],
         }  # fmt: skip
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
 
 
 def _git_out(bare: Path, *args: str) -> str:

@@ -451,7 +451,8 @@ class PullerAgent:
             for v in denials[:_MAX_LISTED_PROBLEMS]
         )
         override = entry.gates.get("policy_override")
-        if isinstance(override, dict) and override.get("by"):
+        overridden = entry.gates.get("policy") == "overridden"
+        if overridden and isinstance(override, dict) and override.get("by"):
             return f"policy denials overridden by {override['by']} as recorded in the ledger"
         raise Refused(f"policy denies revision {entry.revision[:12]}: {listed}")
 
