@@ -46,7 +46,7 @@ def gh(bare) -> Iterator[tuple[GitHubEmulator, GitHubForge, RepoRef]]:
     path, _ = bare
     with GitHubEmulator() as emulator:
         emulator.add_repo(REPO, clone_url=str(path))
-        emulator.add_pull(REPO, number=1, author="alice", head_sha=HEAD)
+        emulator.add_pull(REPO, number=1, author="alice", head_ref="old", head_sha=HEAD)
         forge = GitHubForge(base_url=emulator.base_url, token=emulator.bot_token,
                             retrier=Retrier(attempts=2, sleep=no_sleep))  # fmt: skip
         yield emulator, forge, RepoRef("github", REPO, str(path))
