@@ -80,6 +80,22 @@ class Git:
         except GitError:
             return None
 
+    def blobs(self, oids: list[str]) -> list[bytes]:
+        """The contents of many blobs through one ``git cat-file --batch``."""
+        if not oids:
+            return []
+        out = self.run("cat-file", "--batch", input="".join(f"{o}\n" for o in oids).encode())
+        contents, offset = [], 0
+        for oid in oids:
+            end = out.index(b"\n", offset)
+            header = out[offset:end].split(b" ")
+            if len(header) != 3:
+                raise GitError(f"blob {oid} is missing from the repository")
+            size = int(header[2])
+            contents.append(out[end + 1 : end + 1 + size])
+            offset = end + 1 + size + 1
+        return contents
+
     def exists(self, sha: str, path: str) -> bool:
         out = self.run("cat-file", "-t", f"{sha}:{path}", check=False)
         return out.strip() == b"blob"
@@ -149,17 +165,98 @@ class ExportCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def get(self, git: Git, sha: str) -> Path:
+    def get(self, git: Git, sha: str, *, like: str | None = None) -> Path:
+        """The export of ``sha``; derived from the export of ``like`` when that exists.
+
+        Deriving hard-links the files ``like`` shares with ``sha`` and writes only
+        what differs, which for a pull request's head is a handful of files
+        instead of the whole tree. Exports are never written in place, so the
+        shared links stay correct.
+        """
         dest = self.root / sha
         if dest.is_dir():
             return dest
+        source = self.root / like if like else None
         try:
+            if source is not None and like is not None and source.is_dir():
+                return _derive_export(git, source, like, sha, dest)
             return git.export(sha, dest)
         except OSError:
             # Another process exported the same SHA concurrently and won the rename.
             if dest.is_dir():
                 return dest
             raise
+
+
+def _derive_export(git: Git, source: Path, source_sha: str, sha: str, dest: Path) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent)) / "tree"
+    try:
+        shutil.copytree(source, tmp, symlinks=True, copy_function=os.link)
+        changes = _tree_changes(git, source_sha, sha)
+        for path, _mode, _oid in changes:
+            _remove(tmp, path)
+        written = [(path, mode, oid) for path, mode, oid in changes if oid is not None]
+        for (path, mode, _oid), content in zip(
+            written, git.blobs([oid for _, _, oid in written]), strict=True
+        ):
+            _write_entry(tmp, path, mode, content)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    return dest
+
+
+def _tree_changes(git: Git, old: str, new: str) -> list[tuple[str, str, str | None]]:
+    """(path, new mode, new blob id or None when deleted) for every file that differs."""
+    out = git.run("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", old, new)
+    fields = out.split(b"\0")
+    changes = []
+    for meta, raw_path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta:
+            continue
+        _old_mode, new_mode, _old_oid, new_oid, status = meta.decode().lstrip(":").split(" ")
+        path = raw_path.decode(errors="surrogateescape")
+        changes.append((path, new_mode, None if status == "D" else new_oid))
+    return changes
+
+
+def _contained(root: Path, path: str) -> Path:
+    parts = path.split("/")
+    if path.startswith("/") or any(p in ("", ".", "..", ".git") for p in parts):
+        raise GitError(f"refusing unsafe path in tree: {path!r}")
+    target = root.joinpath(*parts)
+    parent = os.path.realpath(target.parent)
+    if parent != str(root) and not parent.startswith(str(root) + os.sep):
+        raise GitError(f"refusing path through a symlink in tree: {path!r}")
+    return target
+
+
+def _remove(root: Path, path: str) -> None:
+    target = _contained(root, path)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
+    # git has no empty directories: drop the ones this removal emptied.
+    parent = target.parent
+    while parent != root and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+def _write_entry(root: Path, path: str, mode: str, content: bytes) -> None:
+    if mode == "160000":
+        return  # a submodule: git archive leaves an empty directory, so do we
+    target = _contained(root, path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)  # a directory in the old tree is a file in the new one
+    if mode == "120000":
+        os.symlink(content.decode(errors="surrogateescape"), target)
+    else:
+        target.write_bytes(content)
+        if mode == "100755":
+            target.chmod(0o755)
 
 
 class Mirrors:

@@ -7,6 +7,8 @@ base revision, so a change cannot weaken the gate that judges it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import queue
 from collections.abc import Iterable
@@ -19,7 +21,7 @@ from bot.diff import diff_objects, load_or_create_key, mask_secret, normalize
 from bot.gitops import ExportCache, Git, GitError
 from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, overall_verdict
 from bot.policy import PolicyEngine, make_engine
-from bot.render import RenderCache, RenderLimits, affected_apps, render_apps
+from bot.render import RenderCache, RenderLimits, affected_apps, render_apps, render_inputs
 from bot.signatures import SignatureVerifier, TrustedKeys
 
 POLICY_SUFFIX = ".rego"
@@ -77,8 +79,8 @@ def run_preview(
         raise PreviewError(str(exc)) from None
     options.cache_dir.mkdir(parents=True, exist_ok=True)
     exports = ExportCache(options.cache_dir / "exports")
-    base = _load_side(git, exports, base_sha)
-    head = _load_side(git, exports, head_sha)
+    base = _load_side(git, exports.get(git, base_sha), base_sha)
+    head = _load_side(git, exports.get(git, head_sha, like=base_sha), head_sha)
 
     report = Report(base=base_sha, head=head_sha, verdict="pass")
     if base.config is None:
@@ -94,8 +96,7 @@ def run_preview(
     return report
 
 
-def _load_side(git: Git, exports: ExportCache, sha: str) -> _Side:
-    root = exports.get(git, sha)
+def _load_side(git: Git, root: Path, sha: str) -> _Side:
     raw = git.read_file(sha, REPO_CONFIG_FILE)
     if raw is None:
         return _Side(sha, root, None, f"{REPO_CONFIG_FILE} not found")
@@ -208,8 +209,41 @@ def _affected(
         n for n in base_apps.keys() | head_apps.keys() if base_apps.get(n) != head_apps.get(n)
     }
     apps = list({**base_apps, **head_apps}.values())
-    touched = affected_apps(apps, changed, base.root, head.root)
+    memo = _InputsMemo(options.cache_dir / "inputs" / f"{base.sha}.json")
+    touched = affected_apps(apps, changed, base.root, head.root, inputs_of=memo)
+    memo.save()
     return redefined | set(touched) | set(options.extra_apps)
+
+
+class _InputsMemo:
+    """The files each app's render reads at one commit, kept on disk.
+
+    A commit never changes, and most pull requests share their base, so the
+    base side of affected-app detection is computed once per base commit.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._dirty = False
+        try:
+            self._known: dict[str, list[str]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self._known = {}
+
+    def __call__(self, app: App, root: Path) -> set[str]:
+        key = hashlib.sha256(repr(app).encode()).hexdigest()
+        if key not in self._known:
+            self._known[key] = sorted(render_inputs(app, root))
+            self._dirty = True
+        return set(self._known[key])
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self._known))
+        os.replace(tmp, self._path)
 
 
 @dataclass

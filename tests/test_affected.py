@@ -140,10 +140,11 @@ def test_file_added_to_a_kustomization_on_head_is_found(repo) -> None:
         },
         "add",
     )
-    # The kustomization changed too, but the new resource alone must already count on head.
-    changed = ["apps/extra/cm.yaml"]
-    roots = (git_repo.exports.get(git_repo.git, base), git_repo.exports.get(git_repo.git, head))
-    assert affected_apps(APPS, changed, *roots) == {"web-prod", "web-staging"}
+    # A new file only the head reads is reached through a changed kustomization that the
+    # base reads too: the real change set finds both apps through the shared base.
+    assert git_repo.affected(base, head) == {"web-prod", "web-staging"}
+    later = git_repo.commit({"apps/extra/cm.yaml": CM.format(name="extra2")}, "edit")
+    assert git_repo.affected(head, later) == {"web-prod", "web-staging"}
 
 
 def test_file_removed_from_head_is_found_through_the_base_side(repo) -> None:

@@ -29,6 +29,7 @@ import requests
 import yaml
 from werkzeug.serving import make_server
 
+from bot.config import ConfigError
 from bot.config.server import RepoSettings, ServerConfig
 from bot.forge.base import RepoRef
 from bot.forge.github import GitHubForge
@@ -691,3 +692,42 @@ def test_gitlab_merge_request_merge_deploys(tmp_path, keys, puller_double):
         assert gl.latest_statuses(project, merge)["sluice/deploy/web"].state == "success"
         assert "✅ succeeded" in gl.notes(mr)[-1].body
         assert double.wakes == [{"app": "web"}]
+
+
+# -- server config -----------------------------------------------------------------------------
+
+
+def test_deploy_settings_come_from_the_environment_and_hide_secrets(tmp_path, keys):
+    env = {
+        "SLUICE_DATA_DIR": str(tmp_path), "SLUICE_PULLER_URL": "http://puller:8080/",
+        "SLUICE_PULLER_TOKEN": PULLER_TOKEN, "SLUICE_SIGNING_METHOD": "gpg",
+        "SLUICE_SIGNING_KEY": keys.bot_fpr, "SLUICE_GNUPGHOME": str(keys.home),
+        "SLUICE_REQUIRED_APPROVALS": "2", "SLUICE_ALLOW_PUSH_DEPLOY": "true",
+    }  # fmt: skip
+    config = ServerConfig.from_env(env)
+    assert (config.puller_url, config.required_approvals, config.allow_push_deploy) == (
+        "http://puller:8080", 2, True
+    )  # fmt: skip
+    assert config.signing is not None and config.deploys_enabled
+    assert PULLER_TOKEN not in repr(config) and keys.bot_fpr not in repr(config)
+    assert config.approvals_required(RepoSettings(required_approvals=0)) == 0
+    defaults = ServerConfig.from_env({"SLUICE_DATA_DIR": str(tmp_path)})
+    assert (defaults.required_approvals, defaults.allow_push_deploy) == (1, False)
+    assert not defaults.deploys_enabled
+    for bad, message in [
+        ({"SLUICE_PULLER_URL": "http://puller"}, "SLUICE_PULLER_TOKEN is not"),
+        ({"SLUICE_REQUIRED_APPROVALS": "many"}, "SLUICE_REQUIRED_APPROVALS"),
+        ({"SLUICE_SIGNING_METHOD": "gpg"}, "SLUICE_SIGNING_KEY is not"),
+        ({"SLUICE_ALLOW_PUSH_DEPLOY": "maybe"}, "SLUICE_ALLOW_PUSH_DEPLOY"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ServerConfig.from_env({"SLUICE_DATA_DIR": str(tmp_path), **bad})
+    path = tmp_path / "server.yaml"
+    path.write_text("repos:\n  - match: 'acme/*'\n    required_approvals: 3\n"
+                    "    tracked_branch: prod\n    ledger_branch: deploy/ledger\n")  # fmt: skip
+    settings = ServerConfig.from_env({"SLUICE_DATA_DIR": str(tmp_path)}, path).repo_settings(
+        "github", "acme/x"
+    )
+    assert (settings.required_approvals, settings.tracked_branch, settings.ledger_branch) == (
+        3, "prod", "deploy/ledger"
+    )  # fmt: skip

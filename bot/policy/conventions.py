@@ -49,20 +49,31 @@ def exempted_rules(document: dict[str, Any]) -> set[str]:
     return names
 
 
-def document_from_pairs(pairs: Any) -> dict[str, Any]:
-    """The gate module's ``[[rule, value], ...]`` as ``{rule: value}``."""
-    if pairs is None:
-        return {}
-    if not isinstance(pairs, list) or not all(
-        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in pairs
+def document_from_entries(rules: list[str], entries: Any) -> dict[str, Any]:
+    """``{rule: value}`` for the defined rules of one gate result.
+
+    The gate module returns one entry per rule, in ``rules`` order: ``[value]``, or
+    ``[]`` where the rule is undefined for the object.
+    """
+    if (
+        not isinstance(entries, list)
+        or len(entries) != len(rules)
+        or not all(isinstance(e, list) and len(e) <= 1 for e in entries)
     ):
         raise PolicyOutputError("the policy gate returned a malformed result")
-    return {name: value for name, value in pairs}
+    # An empty set or false (the common case) reports nothing: leave it out early.
+    return {
+        rule: entry[0]
+        for rule, entry in zip(rules, entries, strict=True)
+        if entry and entry[0] != [] and entry[0] is not False
+    }
 
 
-def violations_for(pairs: Any, obj: K8sObject) -> list[Violation]:
-    """The violations the gate rules report for ``obj``."""
-    document = document_from_pairs(pairs)
+def violations_for(rules: list[str], entries: Any, obj: K8sObject) -> list[Violation]:
+    """The violations the gate ``rules`` (with their ``entries``) report for ``obj``."""
+    document = document_from_entries(rules, entries)
+    if not document:
+        return []
     exempt = exempted_rules(document)
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     found: list[Violation] = []
@@ -84,12 +95,12 @@ def violations_for(pairs: Any, obj: K8sObject) -> list[Violation]:
     return found
 
 
-def result_for(objects: list[K8sObject], documents: list[Any]) -> PolicyResult:
-    """Combine per-object package documents into one verdict."""
+def result_for(rules: list[str], objects: list[K8sObject], results: list[Any]) -> PolicyResult:
+    """Combine the per-object gate results into one verdict."""
     violations: list[Violation] = []
-    for obj, document in zip(objects, documents, strict=True):
+    for obj, entries in zip(objects, results, strict=True):
         try:
-            violations.extend(violations_for(document, obj))
+            violations.extend(violations_for(rules, entries, obj))
         except PolicyOutputError as exc:
             return error_result(f"{describe_object(obj)}: {exc}")
     return PolicyResult(verdict=verdict_of(violations), violations=violations)

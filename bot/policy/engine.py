@@ -36,15 +36,20 @@ def gate_rules(sources: dict[str, str], package: str) -> list[str]:
 
 
 def gate_module(gate_package: str, package: str, rules: list[str], *, batch: bool) -> str:
-    """A module whose ``rules`` set holds ``[name, value]`` for every defined gate rule.
+    """A module whose ``rules`` array holds, per name in ``rules``, ``[value]`` or ``[]``.
 
-    Reading each rule by its static path (instead of the whole ``data.<package>``
-    document) is what conftest does; regorus also mis-evaluates some whole-package
-    queries depending on module order.  With ``batch``, ``results`` evaluates every
-    object of ``input.objects`` with ``data.sluice`` taken from ``input.sluice``.
+    ``[]`` stands for an undefined rule (a boolean rule that is not true), so the
+    array itself is always defined.  Reading each rule by its static path (instead
+    of the whole ``data.<package>`` document) is what conftest does; regorus also
+    mis-evaluates some whole-package queries depending on module order.  One array
+    is cheaper than a set of ``[name, value]`` pairs: each extra rule definition
+    costs regorus about as much as a small policy rule.  With ``batch``,
+    ``results`` evaluates every object of ``input.objects`` with ``data.sluice``
+    taken from ``input.sluice``.
     """
-    lines = [f"package {gate_package}", "", "import rego.v1", ""]
-    lines += [f'rules contains ["{r}", v] if {{ v := data.{package}.{r} }}' for r in rules]
+    lines = [f"package {gate_package}", "", "import rego.v1", "", "rules := ["]
+    lines += [f"\t[v | v := data.{package}.{r}]," for r in rules]
+    lines += ["]"]
     if batch:
         lines += [
             "",
@@ -94,8 +99,9 @@ class EmbeddedEngine(PolicyEngine):
     def __init__(
         self, backend: str, sources: dict[str, str], *, package: str, timeout_s: float
     ) -> None:
-        self._query = f"data.{GATE_PACKAGE}.rules"
-        gate = gate_module(GATE_PACKAGE, package, gate_rules(sources, package), batch=False)
+        self._rule = f"data.{GATE_PACKAGE}.rules"
+        self._rules = gate_rules(sources, package)
+        gate = gate_module(GATE_PACKAGE, package, self._rules, batch=False)
         self._worker = WorkerProcess(
             {"op": "load", "backend": backend, "sources": {**sources, GATE_MODULE_PATH: gate}},
             timeout_s,
@@ -110,19 +116,14 @@ class EmbeddedEngine(PolicyEngine):
         return None if reply.get("ok") else reply.get("error") or "policy compilation failed"
 
     def evaluate(self, objects: list[K8sObject], app: dict[str, Any]) -> PolicyResult:
-        request = {
-            "op": "eval",
-            "query": self._query,
-            "data": {"sluice": {"app": app, "objects": objects}},
-            "inputs": objects,
-        }
+        request = {"op": "gate", "rule": self._rule, "app": app, "objects": objects}
         try:
             reply = self._worker.request(request)
         except WorkerError as exc:
             return error_result(str(exc))
         if not reply.get("ok"):
             return error_result(_located(reply, objects))
-        return result_for(objects, reply["results"])
+        return result_for(self._rules, objects, reply["results"])
 
     def close(self) -> None:
         self._worker.close()

@@ -44,9 +44,8 @@ class OpaEngine(PolicyEngine):
         self._batch_package = f"sluice_gate_{digest}"
         self._modules = {f"sluice/{digest}/{path}": (path, text) for path, text in sources.items()}
         batch_id = f"sluice/{digest}/__gate.rego"
-        batch_text = gate_module(
-            self._batch_package, package, gate_rules(sources, package), batch=True
-        )
+        self._rules = gate_rules(sources, package)
+        batch_text = gate_module(self._batch_package, package, self._rules, batch=True)
         self._modules[batch_id] = ("(generated gate module)", batch_text)
         self._url = url
         parts = urlsplit(url)
@@ -82,7 +81,7 @@ class OpaEngine(PolicyEngine):
             return error_result(
                 "the OPA server does not have the policies loaded (was it restarted?)"
             )
-        return result_for(objects, documents)
+        return result_for(self._rules, objects, documents)
 
     def close(self) -> None:
         for policy_id in sorted(self._uploaded):

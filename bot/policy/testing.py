@@ -125,12 +125,12 @@ def run_policy_tests(
 
 def _run_one(worker: WorkerProcess, path: str, rule: str) -> PolicyTestResult:
     try:
-        reply = worker.request({"op": "eval", "query": rule, "data": None, "inputs": None})
+        reply = worker.request({"op": "query", "query": rule})
     except WorkerError as exc:
         return PolicyTestResult(rule, path, "error", str(exc))
     if not reply.get("ok"):
         return PolicyTestResult(rule, path, "error", reply.get("error") or "evaluation failed")
-    value = reply["results"][0]
+    value = reply["result"]
     if value is True:
         return PolicyTestResult(rule, path, "pass")
     return PolicyTestResult(rule, path, "fail", "undefined" if value is None else "false")

@@ -9,10 +9,17 @@ Requests and replies (one JSON object per line):
 
 ``{"op": "load", "backend": "regorus"|"regopy", "sources": {path: text}}``
     → ``{"ok": true}`` or ``{"ok": false, "error": "..."}``
-``{"op": "eval", "query": "data.main", "data": {...}, "inputs": [{...}, ...] | null}``
-    → ``{"ok": true, "results": [value-or-null, ...]}`` (one per input; one result
-    when ``inputs`` is null, evaluated without input) or
-    ``{"ok": false, "error": "...", "index": i}``
+``{"op": "gate", "rule": "data.pkg.rule", "app": {...}, "objects": [{...}, ...]}``
+    → ``{"ok": true, "results": [value, ...]}``: the rule evaluated once per object,
+    with that object as ``input`` and ``data.sluice`` = ``{"app", "objects"}``
+    (set once per request), or ``{"ok": false, "error": "...", "index": i}``
+``{"op": "query", "query": "data.pkg.test_x"}``
+    → ``{"ok": true, "result": value-or-null}`` (no input, no data)
+
+Speed notes (the gate runs for every object of every app): regorus takes the
+request's parsed Python values directly (``set_input``/``add_data``), the rule is
+read with ``eval_rule`` (cheaper than a query), and each per-object result goes back
+as the JSON text the engine produced, never decoded and re-encoded here.
 """
 
 from __future__ import annotations
@@ -21,11 +28,16 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
 class EngineError(Exception):
     """An error reported by the Rego engine (compile or evaluation)."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class RegorusEngine:
@@ -39,24 +51,25 @@ class RegorusEngine:
             except RuntimeError as exc:
                 raise EngineError(_clean(str(exc))) from None
 
-    def evaluate(self, query: str, data: Any, inputs: list[Any] | None) -> list[Any]:
+    def gate(self, rule: str, data: dict[str, Any], objects: list[Any]) -> list[str]:
+        """JSON text of ``rule`` for each object (``null`` where undefined)."""
         engine = self._engine
         engine.clear_data()
-        if data:
-            engine.add_data_json(json.dumps(data))
-        if inputs is None:
-            return [self._query(query)]
+        engine.add_data(data)
         results = []
-        for index, value in enumerate(inputs):
-            engine.set_input_json(json.dumps(value))
+        for index, obj in enumerate(objects):
+            engine.set_input(obj)
             try:
-                results.append(self._query(query))
-            except EngineError as exc:
-                exc.index = index  # type: ignore[attr-defined]
-                raise
+                text = engine.eval_rule_as_json(rule)
+            except RuntimeError as exc:
+                raise EngineError(_clean(str(exc)), index) from None
+            # eval_rule_as_json pretty-prints (newlines only between tokens) and spells
+            # an undefined rule as this string.
+            results.append("null" if text == '"<undefined>"' else text.replace("\n", ""))
         return results
 
-    def _query(self, query: str) -> Any:
+    def query(self, query: str) -> Any:
+        self._engine.clear_data()
         try:
             out = json.loads(self._engine.eval_query_as_json(query))
         except RuntimeError as exc:
@@ -77,11 +90,8 @@ class RegopyEngine:
         self._query(self._interpreter(None), "true")
 
     def _interpreter(self, data: Any) -> Any:
-        return self._guarded(self._new_interpreter, data)
-
-    def _guarded(self, fn: Any, *args: Any) -> Any:
         try:
-            return fn(*args)
+            return self._new_interpreter(data)
         except self._regopy.RegoError as exc:
             raise EngineError(_regopy_error(str(exc), self._sources)) from None
 
@@ -96,33 +106,31 @@ class RegopyEngine:
             rego.add_data_json(json.dumps(data))
         return rego
 
-    def _build(self, query: str, data: Any) -> tuple[Any, Any]:
+    def gate(self, rule: str, data: dict[str, Any], objects: list[Any]) -> list[str]:
+        # rego-cpp cannot replace data once added and recompiles everything on every
+        # plain query, so build one bundle per request (one app) and run it per object.
+        rego = self._interpreter(data)
         try:
-            rego = self._interpreter(data)
-            bundle = rego.build(f"sluice_result__ = {query}", [])
+            bundle = rego.build(f"sluice_result__ = {rule}", [])
         except self._regopy.RegoError as exc:
             raise EngineError(_regopy_error(str(exc), self._sources)) from None
         if not bundle.ok():
             raise EngineError("rego-cpp could not compile the policies")
-        return rego, bundle
-
-    def evaluate(self, query: str, data: Any, inputs: list[Any] | None) -> list[Any]:
-        # rego-cpp recompiles everything (including data) on every plain query, so
-        # build a bundle once per request and run it per input.
-        if inputs is None:
-            # Plain queries (policy unit tests): rego-cpp's bundle compiler aborts on
-            # some `with` forms its interpreter handles.
-            return [self._query(self._interpreter(data), query)]
-        rego, bundle = self._build(query, data)
         results = []
-        for index, value in enumerate(inputs):
-            rego.set_input_term(json.dumps(value))
+        for index, obj in enumerate(objects):
+            rego.set_input_term(json.dumps(obj))
             try:
-                results.append(self._run(rego, bundle))
+                value = self._run(rego, bundle)
             except EngineError as exc:
-                exc.index = index  # type: ignore[attr-defined]
+                exc.index = index
                 raise
+            results.append(json.dumps(value, separators=(",", ":")))
         return results
+
+    def query(self, query: str) -> Any:
+        # Plain queries (policy unit tests): rego-cpp's bundle compiler aborts on
+        # some `with` forms its interpreter handles.
+        return self._query(self._interpreter(None), query)
 
     def _query(self, rego: Any, query: str) -> Any:
         try:
@@ -171,8 +179,7 @@ def _regopy_error(message: str, sources: dict[str, str]) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = _clean(str(exc)) or type(exc).__name__
-    return text
+    return _clean(str(exc)) or type(exc).__name__
 
 
 class Server:
@@ -182,37 +189,47 @@ class Server:
         self._sources: dict[str, str] = {}
         self._engine: Any = None
 
-    def reply(self, message: dict[str, Any]) -> None:
-        self._out.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    def reply(self, message: dict[str, Any] | bytes) -> None:
+        if isinstance(message, dict):
+            message = json.dumps(message, separators=(",", ":")).encode()
+        self._out.write(message + b"\n")
         self._out.flush()
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, request: dict[str, Any]) -> dict[str, Any] | bytes:
         op = request.get("op")
         if op == "load":
             self._backend = request["backend"]
             self._sources = request["sources"]
             self._engine = None
             return self._ensure_engine() or {"ok": True}
-        if op == "eval":
-            failure = self._ensure_engine()
-            if failure:
-                return failure
-            try:
-                results = self._engine.evaluate(
-                    request["query"], request.get("data"), request.get("inputs")
-                )
-            except EngineError as exc:
-                return {"ok": False, "error": str(exc), "index": getattr(exc, "index", None)}
-            except Exception as exc:  # noqa: BLE001 - any engine failure is a reported error
-                return {"ok": False, "error": _describe(exc), "index": None}
-            except BaseException as exc:  # noqa: BLE001 - Rust panics derive from BaseException
-                if isinstance(exc, KeyboardInterrupt | SystemExit):
-                    raise
-                # A panic may leave the engine half-updated: compile afresh next time.
-                self._engine = None
-                return {"ok": False, "error": f"engine panic: {_describe(exc)}", "index": None}
-            return {"ok": True, "results": results}
+        if op == "gate":
+            objects = request["objects"]
+            data = {"sluice": {"app": request["app"], "objects": objects}}
+            failure, texts = self._run(lambda engine: engine.gate(request["rule"], data, objects))
+            # The engine's JSON texts are spliced in as they are.
+            return failure or ('{"ok":true,"results":[' + ",".join(texts) + "]}").encode()
+        if op == "query":
+            failure, value = self._run(lambda engine: engine.query(request["query"]))
+            return failure or {"ok": True, "result": value}
         return {"ok": False, "error": f"unknown op {op!r}", "index": None}
+
+    def _run(self, call: Callable[[Any], Any]) -> tuple[dict[str, Any] | None, Any]:
+        """``(None, call(engine))``, or ``(error reply, None)`` for any engine failure."""
+        failure = self._ensure_engine()
+        if failure:
+            return failure, None
+        try:
+            return None, call(self._engine)
+        except EngineError as exc:
+            return {"ok": False, "error": str(exc), "index": exc.index}, None
+        except Exception as exc:  # noqa: BLE001 - any engine failure is a reported error
+            return {"ok": False, "error": _describe(exc), "index": None}, None
+        except BaseException as exc:  # noqa: BLE001 - Rust panics derive from BaseException
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            # A panic may leave the engine half-updated: compile afresh next time.
+            self._engine = None
+            return {"ok": False, "error": f"engine panic: {_describe(exc)}", "index": None}, None
 
     def _ensure_engine(self) -> dict[str, Any] | None:
         if self._engine is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from bot.models import App
@@ -11,25 +11,40 @@ from bot.render.engine import render_inputs
 from bot.render.limits import RenderError
 from bot.render.tree import ExportTree
 
+InputsOf = Callable[[App, Path], set[str]]
+
 
 def affected_apps(
     apps: Iterable[App],
     changed_files: Iterable[str],
     base_root: Path | None,
     head_root: Path | None,
+    *,
+    inputs_of: InputsOf = render_inputs,
 ) -> set[str]:
     """Names of the apps whose render may differ between the base and head exports.
 
     An app is affected when a changed file is under its path, matches one of its
-    ``watch`` globs, or is read by its render on either side; when it exists on
-    only one side; or when its inputs cannot be determined (fail closed).
+    ``watch`` globs, or is read by its render; when it exists on only one side; or
+    when its inputs cannot be determined (fail closed).
+
+    The inputs are read on the base side only. A file that only the head's render
+    reads is reached through a chain of references (kustomization files, the
+    chart, configured values files) that starts unchanged at the app; the first
+    changed link of that chain is read by the base's render too, so the base side
+    alone finds every affected app. Base exports are shared by most pull
+    requests, so ``inputs_of`` can memoize them (see ``bot.preview``).
     """
     changed = set(changed_files)
-    return {app.name for app in apps if _is_affected(app, changed, base_root, head_root)}
+    return {app.name for app in apps if _is_affected(app, changed, base_root, head_root, inputs_of)}
 
 
 def _is_affected(
-    app: App, changed: set[str], base_root: Path | None, head_root: Path | None
+    app: App,
+    changed: set[str],
+    base_root: Path | None,
+    head_root: Path | None,
+    inputs_of: InputsOf,
 ) -> bool:
     if any(_under(path, app.path) for path in changed):
         return True
@@ -39,16 +54,12 @@ def _is_affected(
     present = [_app_exists(app, root) for root in (base_root, head_root)]
     if None in present or present[0] != present[1]:
         return True
-    for root, exists in zip((base_root, head_root), present, strict=True):
-        if root is None or not exists:
-            continue
-        try:
-            inputs = render_inputs(app, root)
-        except RenderError:
-            return True
-        if inputs & changed:
-            return True
-    return False
+    if not present[0]:
+        return False  # on neither side: nothing renders either way
+    try:
+        return bool(inputs_of(app, base_root) & changed)
+    except RenderError:
+        return True
 
 
 def _app_exists(app: App, root: Path | None) -> bool | None:
