@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from bot.commands import (
     CommandError,
@@ -25,7 +24,7 @@ from bot.commands import (
 )
 from bot.config.server import RepoSettings, ServerConfig
 from bot.forge.base import Forge, PullRequest
-from bot.forge.webhooks import CommentEvent, PullRequestEvent, event_from_dict
+from bot.forge.webhooks import CommentEvent, PullRequestEvent, event_from_dict, event_to_dict
 from bot.gitops import Git, GitError, Mirrors
 from bot.models import Report
 from bot.overrides import (
@@ -36,6 +35,7 @@ from bot.overrides import (
     violations_fingerprint,
 )
 from bot.preview import PreviewError, PreviewOptions, run_preview
+from bot.promote import Promoter
 from bot.publish import (
     error_statuses,
     gate_statuses,
@@ -43,23 +43,13 @@ from bot.publish import (
     publish_statuses,
     upsert_report,
 )
-from bot.queue import Job
+from bot.queue import Job, JobQueue, NewJob
 from bot.report import render_markdown
 from bot.worker import CancelToken, JobRunner, RetryableError
 
 log = logging.getLogger(__name__)
 
-DEPLOY_COMMANDS = ("sync", "rollback")
-
-
-class MergeHandoff(Protocol):
-    """Called once a pull request merged; the merge-to-deploy layer fills it in."""
-
-    def __call__(self, forge: Forge, pr: PullRequest) -> None: ...
-
-
-def deploys_not_configured(forge: Forge, pr: PullRequest) -> None:
-    log.info("%s#%s merged; deploys are not configured", pr.repo.full_name, pr.number)
+PULLER_EVENT = "puller-event"
 
 
 @dataclass
@@ -69,12 +59,17 @@ class BotHandlers:
     mirrors: Mirrors
     overrides: OverrideStore
     cache_dir: Path
-    on_merged: MergeHandoff = deploys_not_configured
+    # Merge-to-deploy; None when no bot signing key is configured (deploys are off).
+    promoter: Promoter | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     # -- dispatch ---------------------------------------------------------------------
 
     def handle(self, job: Job, cancel: CancelToken) -> None:
+        if job.kind == PULLER_EVENT:
+            if self.promoter is not None:
+                self.promoter.on_puller_event(self._forge, job.payload)
+            return
         event = event_from_dict(job.payload)
         if isinstance(event, CommentEvent):
             self.run_commands(event, cancel)
@@ -82,7 +77,11 @@ class BotHandlers:
             self.preview(event, cancel)
         elif job.kind == "merged":
             forge = self._forge(event.forge)
-            self.on_merged(forge, forge.get_pull_request(event.repo, event.number))
+            pr = forge.get_pull_request(event.repo, event.number)
+            if self.promoter is None:
+                log.info("%s merged; deploys are not configured", job.pr_key)
+            else:
+                self.promoter.on_merged(forge, pr)
         elif job.kind == "closed":
             log.info("%s closed: nothing to clean up beyond cancelled jobs", job.pr_key)
         else:
@@ -90,6 +89,9 @@ class BotHandlers:
 
     def give_up(self, job: Job, error: BaseException | str) -> None:
         """A job failed for good: say so on the PR instead of going quiet."""
+        if job.kind == PULLER_EVENT:
+            log.error("puller event job %s failed for good: %s", job.id, _one_line(str(error)))
+            return
         event = event_from_dict(job.payload)
         forge = self._forge(event.forge)
         pr = forge.get_pull_request(event.repo, event.number)
@@ -226,14 +228,21 @@ class BotHandlers:
             self._rerun(forge, pr, settings, event, command, cancel)
         elif command.name == "approve-policy":
             self._approve_policy(forge, pr, settings, event, command, cancel)
-        elif command.name in DEPLOY_COMMANDS:
+        elif self.promoter is None:
             self._reply(
                 forge,
                 pr,
                 event,
                 f"`/{command.name}`: deploys are not configured for this repository "
-                "(no puller is connected to this Sluice installation).",
+                "(no bot signing key is configured on this Sluice installation).",
             )
+        elif command.name == "sync":
+            self._reply(forge, pr, event, self.promoter.sync(forge, pr, event.author, command.args))
+        elif command.name == "rollback":
+            reply = self.promoter.rollback(
+                forge, pr, event.author, command.args, command.options.get("to")
+            )
+            self._reply(forge, pr, event, reply)
 
     def _rerun(
         self,
@@ -334,11 +343,51 @@ def build_forges(config: ServerConfig) -> dict[str, Forge]:
 
 def job_runner(config: ServerConfig) -> JobRunner:
     """The handlers ``sluice serve``'s job process runs (see ``bot.serve``)."""
+    mirrors = Mirrors(config.data_dir / "mirrors")
+    overrides = OverrideStore(config.db_path)
+    cache_dir = config.data_dir / "cache"
+    queue = JobQueue(config.db_path)
     handlers = BotHandlers(
         config=config,
         forges=build_forges(config),
-        mirrors=Mirrors(config.data_dir / "mirrors"),
-        overrides=OverrideStore(config.db_path),
-        cache_dir=config.data_dir / "cache",
+        mirrors=mirrors,
+        overrides=overrides,
+        cache_dir=cache_dir,
+        promoter=Promoter.from_config(
+            config,
+            mirrors=mirrors,
+            overrides=overrides,
+            cache_dir=cache_dir,
+            requeue_preview=lambda forge, pr: queue.enqueue(preview_job(forge, pr)),
+        ),
     )
     return JobRunner(handlers.handle, on_give_up=handlers.give_up)
+
+
+def preview_job(forge: Forge, pr: PullRequest) -> NewJob:
+    """A preview of ``pr`` as it is now (used when its base moved under it)."""
+    event = PullRequestEvent(
+        forge=forge.name,
+        repo=pr.repo,
+        number=pr.number,
+        action="synchronize",
+        head_sha=pr.head_sha,
+        base_sha=pr.base_sha,
+        base_ref=pr.base_ref,
+        head_ref=pr.head_ref,
+        draft=pr.draft,
+        is_fork=pr.is_fork,
+        author=pr.author,
+        base_changed=True,
+        title=pr.title,
+        head_clone_url=pr.head_clone_url,
+    )
+    return NewJob(
+        "preview",
+        forge.name,
+        pr.repo.full_name,
+        event.pr_key,
+        event_to_dict(event),
+        head_sha=pr.head_sha,
+        supersedes=True,
+    )
