@@ -179,13 +179,35 @@ class JobQueue:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._connect()
         with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_immediate(conn)
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        """Take the write lock, polling every few hundred microseconds.
+
+        Another process (the job pool) may hold it. SQLite's own busy handler sleeps
+        in growing steps of up to 100 ms, far longer than a write takes here.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay = 0.0002
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.002)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

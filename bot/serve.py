@@ -95,7 +95,7 @@ def pool_readiness(queue: JobQueue, stale_after_s: float = POOL_BEAT_STALE_S) ->
 
 def build_http_app(config: ServerConfig) -> Flask:
     """The intake app as the HTTP process serves it."""
-    queue = JobQueue(config.db_path)
+    queue = JobQueue(config.db_path, synchronous=config.db_synchronous)
     return create_app(config, queue, Metrics(queue), pool_readiness(queue))
 
 

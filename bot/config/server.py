@@ -171,6 +171,9 @@ class ServerConfig:
     misconfigured: frozenset[str] = frozenset()
     trusted_keys: Path | None = None
     workers: int = DEFAULT_WORKERS
+    #: SQLite ``synchronous`` for webhook intake. NORMAL (WAL): an acknowledged delivery
+    #: survives a crash of Sluice; FULL also survives a power cut, at about half the rate.
+    db_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
     bot_login: str | None = None
     public_url: str | None = None
     repos: tuple[RepoSettings, ...] = ()
@@ -204,6 +207,7 @@ class ServerConfig:
             misconfigured=frozenset(f for f in disabled if _mentions(env, f)),
             trusted_keys=_trusted_keys(env.get("SLUICE_TRUSTED_KEYS")),
             workers=_workers(env.get("SLUICE_WORKERS")),
+            db_synchronous=_synchronous(env.get("SLUICE_DB_SYNCHRONOUS")),
             bot_login=env.get("SLUICE_BOT_LOGIN"),
             public_url=env.get("SLUICE_PUBLIC_URL", "").rstrip("/") or None,
             repos=load_repo_settings(config_file) if config_file else (),
@@ -312,6 +316,14 @@ def _gitlab_from_env(env: Mapping[str, str], disabled: dict[str, str]) -> GitLab
 def _mentions(env: Mapping[str, str], forge: str) -> bool:
     prefix = f"SLUICE_{forge.upper()}_"
     return any(key.startswith(prefix) for key in env)
+
+
+def _synchronous(value: str | None) -> Literal["FULL", "NORMAL"]:
+    if value is None:
+        return "NORMAL"
+    if value.upper() not in ("FULL", "NORMAL"):
+        raise ConfigError(f"SLUICE_DB_SYNCHRONOUS: must be normal or full, not {value!r}")
+    return "FULL" if value.upper() == "FULL" else "NORMAL"
 
 
 def _trusted_keys(value: str | None) -> Path | None:
