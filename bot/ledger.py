@@ -589,12 +589,15 @@ class VerifiedLedger:
 
         The commit that last wrote the entry must itself carry a trusted bot
         signature (a signed tip on top of a forged entry is not enough), and the
-        revision must be reachable from ``tracked_branch``.
+        revision must be reachable from ``tracked_branch``, except for a
+        ``preview-deploy`` of an app that allows it (``allow_preview_deploy``): that
+        revision is an open pull request's head, which no tracked branch holds yet.
         """
         entry = self.entry(app)
         if entry is None:
             raise LedgerError(f"the ledger at {self.tip[:12]} has no entry for app {app!r}")
-        if entry.action == "preview-deploy" and not allow_preview_deploy:
+        preview = entry.action == "preview-deploy"
+        if preview and not allow_preview_deploy:
             raise LedgerError(
                 f"app {app!r}: the ledger entry is a preview-deploy, which this app does not allow"
             )
@@ -610,7 +613,7 @@ class VerifiedLedger:
             tracked = self.git.resolve(tracked_branch)
         except GitError as exc:
             raise LedgerError(f"tracked branch: {exc}") from None
-        if not self.git.is_ancestor(entry.revision, tracked):
+        if not preview and not self.git.is_ancestor(entry.revision, tracked):
             raise LedgerError(
                 f"app {app!r}: revision {entry.revision[:12]} is not reachable from "
                 f"{tracked_branch} ({tracked[:12]}); refusing to deploy it"

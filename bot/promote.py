@@ -418,13 +418,16 @@ class Promoter:
     ) -> list[Outcome]:
         """Wake the puller for ``apps``, wait until it ran ``ledger_commit``, report on ``pr``."""
 
-        def reached(status: AppStatus) -> bool:
-            last = status.last_result
-            return last is not None and last.ledger_commit == ledger_commit
+        def ran(status: AppStatus) -> LastResult | None:
+            # Newest first. A wake-up that finds the deploy done already adds a "sync"
+            # result after it: the deploy's own result is the one to report.
+            results = [status.last_result, *status.history] if status.last_result else []
+            return next((r for r in results if r.ledger_commit == ledger_commit
+                         and r.action != "sync"), None)  # fmt: skip
 
         title = heading or f"### 🚀 Sluice deploy of {code(status_sha[:12])}"
         return self._wake_and_report(
-            forge, pr, apps, lambda _app: reached, status_sha, title, ledger_commit, notes or []
+            forge, pr, apps, lambda _app: ran, status_sha, title, ledger_commit, notes or []
         )
 
     def _wake_and_report(
@@ -432,7 +435,7 @@ class Promoter:
         forge: Forge,
         pr: PullRequest,
         apps: list[str],
-        done_for: Callable[[str], Callable[[AppStatus], bool]],
+        result_for: Callable[[str], Callable[[AppStatus], LastResult | None]],
         status_sha: str,
         title: str,
         ledger_commit: str | None,
@@ -451,7 +454,7 @@ class Promoter:
             self._status(forge, pr.repo, status_sha, app, "pending",
                          f"approved{' in ledger ' + ledger_commit[:12] if ledger_commit else ''}; "
                          "the puller is deploying")  # fmt: skip
-        outcomes = [self._follow_one(app, done_for(app)) for app in apps]
+        outcomes = [self._follow_one(app, result_for(app)) for app in apps]
         for outcome in outcomes:
             self._status(forge, pr.repo, status_sha, outcome.app, outcome.state,
                          _outcome_description(outcome))  # fmt: skip
@@ -462,20 +465,22 @@ class Promoter:
         forge.create_comment(pr, _deploy_comment(title, where, outcomes, notes))
         return outcomes
 
-    def _follow_one(self, app: str, done: Callable[[AppStatus], bool]) -> Outcome:
+    def _follow_one(self, app: str, result: Callable[[AppStatus], LastResult | None]) -> Outcome:
+        """Wake the puller for ``app`` and wait until ``result`` picks what it awaits."""
         assert self.puller is not None
         try:
             self.puller.wake(app)
             status = self.puller.follow(
-                app, done, timeout_s=self.follow_timeout_s, poll_s=self.poll_s
-            )
+                app, lambda s: result(s) is not None, timeout_s=self.follow_timeout_s,
+                poll_s=self.poll_s,
+            )  # fmt: skip
         except PullerTimeout as exc:
             phase = f" (last phase: {exc.last.phase})" if exc.last else ""
             return Outcome(app, None, problem=f"timed out waiting for the puller{phase}; it "
                            "reports back when it finishes")  # fmt: skip
         except PullerError as exc:
             return Outcome(app, None, problem=str(exc))
-        return Outcome(app, status.last_result, status.health)
+        return Outcome(app, result(status), status.health)
 
     # -- /sync ---------------------------------------------------------------------------
 
@@ -506,8 +511,8 @@ class Promoter:
         with self.locks.hold(key, targets):
             before = {app: self._last_result(app) for app in targets}
 
-            def changed(app: str) -> Callable[[AppStatus], bool]:
-                return lambda s: s.last_result is not None and s.last_result != before[app]
+            def changed(app: str) -> Callable[[AppStatus], LastResult | None]:
+                return lambda s: s.last_result if s.last_result != before[app] else None
 
             outcomes = self._wake_and_report(
                 forge, pr, targets, changed, pr.merge_sha,
@@ -759,10 +764,19 @@ class Promoter:
         outcome = Outcome(record.app, result, result.health)
         self._status(forge, repo, record.status_sha, record.app, outcome.state,
                      _outcome_description(outcome))  # fmt: skip
-        if record.reported or pr is None:
+        if pr is None:
+            return
+        # A failure about a ledger commit other than the one this record reported (a
+        # refused ledger, an entry this bot never wrote) is news: the PR must hear it.
+        alert = not result.succeeded and result.ledger_commit != record.ledger_commit
+        if record.reported and not alert:
             return  # the deploy report is on the PR already (the bot followed it)
         self.deploy_log.mark_reported(record.id)
-        title = f"### 🚀 The puller finished {code(record.app)}"
+        title = (
+            f"### 🛑 The puller did not deploy {code(record.app)}"
+            if alert
+            else f"### 🚀 The puller finished {code(record.app)}"
+        )
         forge.create_comment(pr, _deploy_comment(title, "", [outcome], []))
 
     def _drift_event(
@@ -1009,8 +1023,10 @@ def _outcome_description(outcome: Outcome) -> str:
     result = outcome.result
     if result is None:
         return outcome.problem or "the puller did not report"
-    verb = "deployed" if result.succeeded else "deploy failed"
     rev = (result.revision or "")[:12]
+    if not result.succeeded and result.message:
+        return f"deploy failed{' ' + rev if rev else ''}: {one_line(result.message)}"
+    verb = "deployed" if result.succeeded else "deploy failed"
     return (f"{verb} {rev}: {result.created} created, {result.updated} updated, "
             f"{result.pruned} pruned; {result.health}")  # fmt: skip
 

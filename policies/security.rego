@@ -8,18 +8,22 @@ deny_privileged contains msg if {
 	msg := sprintf("container \"%s\" must not run privileged", [c.name])
 }
 
+# runAsNonRoot must be true on the container, or on the pod and not overridden with
+# false on the container.
 deny_run_as_root contains msg if {
 	some c in all_containers
-	not runs_as_non_root(c)
-	msg := sprintf("container \"%s\" must set securityContext.runAsNonRoot: true (pod or container level)", [c.name])
+	c.securityContext.runAsNonRoot == false
+	msg := run_as_root_message(c)
 }
 
-runs_as_non_root(c) if c.securityContext.runAsNonRoot == true
-
-runs_as_non_root(c) if {
-	pod_spec.securityContext.runAsNonRoot == true
-	not c.securityContext.runAsNonRoot == false
+deny_run_as_root contains msg if {
+	not pod_spec.securityContext.runAsNonRoot == true
+	some c in all_containers
+	not c.securityContext.runAsNonRoot == true
+	msg := run_as_root_message(c)
 }
+
+run_as_root_message(c) := sprintf("container \"%s\" must set securityContext.runAsNonRoot: true (pod or container level)", [c.name])
 
 deny_host_path contains msg if {
 	some v in pod_spec.volumes

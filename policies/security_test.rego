@@ -26,6 +26,10 @@ test_pod_level_run_as_non_root_allowed if {
 	count(deny_run_as_root) == 0 with input as pod({"securityContext": {"runAsNonRoot": true}, "containers": [{"name": "a", "image": "nginx:1"}]})
 }
 
+test_container_level_run_as_non_root_allowed if {
+	count(deny_run_as_root) == 0 with input as container_pod({"runAsNonRoot": true})
+}
+
 test_container_override_to_root_denied if {
 	count(deny_run_as_root) == 1 with input as pod({"securityContext": {"runAsNonRoot": true}, "containers": [{"name": "a", "image": "nginx:1", "securityContext": {"runAsNonRoot": false}}]})
 }

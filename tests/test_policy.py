@@ -151,6 +151,39 @@ service_for(name) if { some o in data.sluice.objects; o.kind == "Service"; o.met
     ]
 
 
+@pytest.mark.parametrize("backend", ["regorus", "regopy"])
+def test_boolean_rules_count_only_when_true(backend):
+    source = """
+package main
+import rego.v1
+deny_pod if input.kind == "Pod"
+warn_service := true if input.kind == "Service"
+deny_never := false
+"""
+    pod = {"kind": "Pod", "metadata": {"name": "p"}}
+    svc = {"kind": "Service", "metadata": {"name": "s"}}
+    cm = {"kind": "ConfigMap", "metadata": {"name": "c"}}
+    result = evaluate(source, [pod, svc, cm], backend)
+    assert keyed(result) == [
+        ("deny", "deny_pod", "Pod", "p", "deny_pod"),
+        ("warn", "warn_service", "Service", "s", "warn_service"),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["regorus", "regopy"])
+def test_messages_survive_the_worker_verbatim(backend):
+    source = r"""
+package main
+import rego.v1
+deny contains sprintf("%s: line one\n  \"quoted\"  é ✓", [input.metadata.name]) if input.kind == "Pod"
+"""
+    pods = [{"kind": "Pod", "metadata": {"name": f"p{i}"}} for i in range(3)]
+    result = evaluate(source, [*pods, {"kind": "ConfigMap", "metadata": {"name": "c"}}], backend)
+    assert [v.msg for v in result.violations] == [
+        f'p{i}: line one\n  "quoted"  é ✓' for i in range(3)
+    ]
+
+
 def test_malformed_rule_value_is_an_error():
     source = 'package main\nimport rego.v1\ndeny contains {"message": "no msg key"} if true\n'
     result = evaluate(source, [{"kind": "Pod", "metadata": {"name": "p"}}])
@@ -366,6 +399,38 @@ def test_policy_tests_on_regopy(tmp_path):
     )
     summary = run_policy_tests(tmp_path, "regopy")
     assert summary.ok, summary.format()
+
+
+def test_library_unit_tests_pass_on_regopy():
+    summary = run_policy_tests(REPO / "policies", "regopy")
+    assert summary.ok, summary.format()
+    assert summary.passed == run_policy_tests(REPO / "policies", "regorus").passed
+
+
+def test_regopy_policy_tests_keep_strings_fields_and_failures(tmp_path):
+    # Tests on regopy read `input` from data (rego-cpp crashes on `with input as`
+    # over builtins); strings, comments and fields named input must stay as written.
+    (tmp_path / "p.rego").write_text(
+        "package main\nimport rego.v1\n"
+        "# input is the object\n"
+        'deny contains sprintf("input %s", [input.spec.input]) if input.kind == "Pod"\n'
+    )
+    (tmp_path / "p_test.rego").write_text(
+        "package main\nimport rego.v1\n"
+        'pod(v) := {"kind": "Pod", "spec": {"input": v}}\n'
+        'test_msg if { deny == {"input x"} with input as {"kind": "Pod", "spec": {"input": "x"}} }\n'
+        'test_count if { count(deny) == 1 with input as pod("y") }\n'
+        'test_wrong if { count(deny) == 0 with input as {"kind": "Pod", "spec": {"input": "z"}} }\n'
+        "test_no_input if { not input }\n"
+    )
+    summary = run_policy_tests(tmp_path, "regopy")
+    status = {r.name: r.status for r in summary.results}
+    assert status == {
+        "data.main.test_msg": "pass",
+        "data.main.test_count": "pass",
+        "data.main.test_wrong": "fail",
+        "data.main.test_no_input": "pass",
+    }, summary.format()
 
 
 def test_policy_tests_bad_directory(tmp_path):

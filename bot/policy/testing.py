@@ -13,6 +13,11 @@ from bot.policy.process import WorkerError, WorkerProcess
 TestStatus = Literal["pass", "fail", "error"]
 
 _TEST_RULE = re.compile(r"^(test_[A-Za-z0-9_]*)\b(?![ \t]*\()", re.MULTILINE)
+# A string, raw string or comment (kept as they are), or the root document `input`
+# (not a field such as `x.input`).
+_INPUT_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*|(?<![\w.])input\b')
+# Where tests see their input on rego-cpp; no policy can mean to use this name.
+REGOPY_TEST_INPUT = "data.sluice_policy_test_input"
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ def run_policy_tests(
     sources = load_sources(Path(directory))
     if not sources:
         return PolicyTestSummary(error=f"no .rego files under {directory}")
+    if backend == "regopy":
+        sources = {path: input_as_data(text) for path, text in sources.items()}
     worker = WorkerProcess({"op": "load", "backend": backend, "sources": sources}, timeout_s)
     try:
         try:
@@ -121,6 +128,20 @@ def run_policy_tests(
         )
     finally:
         worker.close()
+
+
+def input_as_data(text: str) -> str:
+    """``text`` with the root document ``input`` read from :data:`REGOPY_TEST_INPUT`.
+
+    rego-cpp (regopy 1.5.2) crashes with SIGSEGV when it compiles ``... with input as
+    ...`` over a rule that calls any builtin, which is how nearly every policy unit
+    test is written; ``with data.<path> as ...`` works.  Tests on regopy therefore
+    run on sources where ``input`` (in policies and tests alike) is that data path.
+    The gate itself is unaffected: it sets the real input for each object.
+    """
+    return _INPUT_TOKEN.sub(
+        lambda m: REGOPY_TEST_INPUT if m.group(0) == "input" else m.group(0), text
+    )
 
 
 def _run_one(worker: WorkerProcess, path: str, rule: str) -> PolicyTestResult:

@@ -360,6 +360,12 @@ class PullerAgent:
             return False
         state.desired_revision = entry.revision
         if state.revision == entry.revision:
+            if state.refusal is not None:
+                # The ledger names what runs again: nothing is held any more.
+                state.refusal = None
+                last = self.store.last_applied(state.name)
+                state.phase = "Synced" if last and last.result == "succeeded" else "Failed"
+                state.message = f"the ledger names {entry.revision[:12]} again, which is deployed"
             # Applied already (healthy or not): re-applying the same objects changes
             # nothing, so only drift is looked at. A failed apply is retried instead.
             return self._check_drift(cycle, state, woken=woken)
@@ -372,17 +378,44 @@ class PullerAgent:
 
     def _approved(self, cycle: _Cycle, name: str) -> tuple[LedgerEntry, str]:
         gate_app = cycle.gate.app(name)
+        allow_preview = bool(gate_app and gate_app.sync_before_merge)
         try:
+            if allow_preview:
+                self._fetch_preview(cycle, name)
             entry = cycle.ledger.approved_revision(
-                name,
-                self.config.tracked_ref,
-                allow_preview_deploy=bool(gate_app and gate_app.sync_before_merge),
+                name, self.config.tracked_ref, allow_preview_deploy=allow_preview
             )
         except (LedgerError, GitError) as exc:
             raise Refused(str(exc)) from None
         path = f"{APPS_DIR}/{name}.yaml"
         writer = cycle.git.run("log", "-1", "--format=%H", cycle.ledger.tip, "--", path)
         return entry, writer.decode().strip()
+
+    def _fetch_preview(self, cycle: _Cycle, name: str) -> None:
+        """A preview-deploy names an open pull request's head, which the tracked branch
+        and the ledger do not bring along: fetch it by SHA, else by the forge's PR ref."""
+        entry = cycle.ledger.entry(name)
+        if entry is None or entry.action != "preview-deploy":
+            return
+        if cycle.git.run("cat-file", "-t", entry.revision, check=False).strip() == b"commit":
+            return
+        wants = [[entry.revision]]
+        if entry.pr is not None:
+            wants += [[f"refs/pull/{entry.pr}/head"], [f"refs/merge-requests/{entry.pr}/head"]]
+        problem: GitError | None = None
+        for want in wants:
+            try:
+                self._mirrors.fetch(MIRROR_KEY, self.config.repo_url, want,
+                                    auth=self.config.git_auth)  # fmt: skip
+            except GitError as exc:
+                problem = problem or exc
+                continue
+            if cycle.git.run("cat-file", "-t", entry.revision, check=False).strip() == b"commit":
+                return
+        raise LedgerError(
+            f"app {name!r}: preview-deploy revision {entry.revision[:12]} could not be fetched"
+            + (f" ({problem})" if problem else "")
+        )
 
     # -- checks and render
 
@@ -598,7 +631,38 @@ class PullerAgent:
         self._publish_drift(state, drift)
         if state.phase in ("Idle", "Held") and state.refusal is None:
             state.phase = "Synced"
+        if woken and state.refusal is None:
+            self._record_in_sync(state, objects)
         return True
+
+    def _record_in_sync(self, state: AppState, objects: list[K8sObject]) -> None:
+        """A sync was asked for and nothing drifted: record that it was served, so whoever
+        asked (``/sync`` waits for a new ``last_result``) gets an answer, not a timeout."""
+        assert state.revision is not None
+        now = self._clock()
+        try:
+            state.health = self.applier.health(state.name, objects).status
+        except (ClusterError, PlanError) as exc:
+            state.message = f"health check failed: {exc}"
+        result = LastResult(
+            revision=state.revision,
+            ledger_commit=state.ledger_commit or "",
+            action="sync",
+            pr=state.pr,
+            result="failed" if state.health == "Degraded" else "succeeded",
+            health=state.health,
+            created=0,
+            updated=0,
+            unchanged=len(objects),
+            pruned=0,
+            started_at=_iso(now),
+            finished_at=_iso(now),
+            duration_s=0.0,
+            message=f"already in sync with {state.revision[:12]}: nothing to change",
+        )
+        self.store.record(state.name, result, applied=True)
+        self.metrics.synced(state.name, result.result, 0.0)
+        self._send_result(state.name, result)
 
     def _drift(self, state: AppState) -> list[ObjectChange] | None:
         """The app's drift now, or None (and a message) when the cluster cannot tell."""
