@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import yaml
-from bot.policy import make_engine
-from bot.signatures import SignatureVerifier, TrustedKeys
 
 from bot.gitops import Git
+from bot.policy import make_engine
 from bot.preview import PreviewOptions, load_policy_sources, run_preview
+from bot.signatures import SignatureVerifier, TrustedKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 
