@@ -310,7 +310,12 @@ def _has_commit(git: Git, want: str) -> bool:
     return out.strip() == b"commit"
 
 
-def _fetch(git: Git, url: str, refspecs: list[str], auth: tuple[str, str] | None) -> None:
+def remote_env(auth: tuple[str, str] | None) -> dict[str, str]:
+    """The environment for a git command that talks to a remote with ``auth``.
+
+    The credentials travel as an ``http.extraHeader`` in the environment, so they
+    never appear in a command line, a remote URL or git's output.
+    """
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
@@ -321,6 +326,11 @@ def _fetch(git: Git, url: str, refspecs: list[str], auth: tuple[str, str] | None
                 "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}",
             }
         )
+    return env
+
+
+def _fetch(git: Git, url: str, refspecs: list[str], auth: tuple[str, str] | None) -> None:
+    env = remote_env(auth)
     try:
         proc = subprocess.run(
             ["git", "-C", str(git.path), "fetch", "--quiet", "--no-tags", url, *refspecs],

@@ -27,7 +27,6 @@ the tracked branch.
 
 from __future__ import annotations
 
-import base64
 import os
 import random
 import re
@@ -42,7 +41,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from bot.gitops import GIT_TIMEOUT_S, Git, GitError
+from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
 from bot.models import CommitCheck
 from bot.signatures import SignatureVerifier, TrustedKeys
 
@@ -535,16 +534,7 @@ def _verb(args: list[str]) -> str:
 def _remote_git(
     git: Git, args: list[str], auth: tuple[str, str] | None
 ) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    if auth is not None:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        env.update(
-            {
-                "GIT_CONFIG_COUNT": "1",
-                "GIT_CONFIG_KEY_0": "http.extraHeader",
-                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}",
-            }
-        )
+    env = remote_env(auth)
     try:
         return subprocess.run(
             ["git", "-C", str(git.path), *args],
