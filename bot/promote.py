@@ -761,6 +761,8 @@ class Promoter:
         event: Mapping[str, Any],
     ) -> None:
         result = LastResult.from_dict(event["result"])
+        if result.action == "sync" and result.succeeded and not _changed_anything(result):
+            return  # a wake-up that found nothing to do: the deploy's status stands
         outcome = Outcome(record.app, result, result.health)
         self._status(forge, repo, record.status_sha, record.app, outcome.state,
                      _outcome_description(outcome))  # fmt: skip
@@ -1017,6 +1019,10 @@ def _notes(notes: list[str]) -> list[str]:
 
 def _held_comment(sha: str, notes: list[str]) -> str:
     return "\n".join([f"### ⏸️ Sluice did not deploy {code(sha[:12])}", "", *notes])
+
+
+def _changed_anything(result: LastResult) -> bool:
+    return bool(result.created or result.updated or result.pruned)
 
 
 def _outcome_description(outcome: Outcome) -> str:
