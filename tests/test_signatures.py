@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import stat
@@ -505,3 +506,34 @@ def test_text_mode_signature_is_checked_like_git_does(world, tmp_path):
     with SignatureVerifier(TrustedKeys.load(world.keys_dir)) as verifier:
         statuses = [verifier.check_commit(Git(repo), s).status for s in (good, bad_parent, forged)]
     assert statuses == ["valid", "valid", "invalid"]
+
+
+def test_clean_and_evil_merges_are_told_apart(tmp_path: Path) -> None:
+    """An unsigned forge merge is acceptable only if it adds nothing to its parents."""
+    from bot.signatures.merges import is_clean_merge
+
+    repo = tmp_path / "merges"
+    run = functools.partial(subprocess.run, check=True, capture_output=True, cwd=repo)
+    repo.mkdir()
+    run(["git", "init", "-q", "-b", "main"])
+    (repo / "a.txt").write_text("one\n")
+    run(["git", "add", "-A"])
+    run(["git", "-c", "commit.gpgsign=false", "commit", "-q", "-m", "base"])
+    run(["git", "checkout", "-q", "-b", "feature"])
+    (repo / "b.txt").write_text("feature\n")
+    run(["git", "add", "-A"])
+    run(["git", "-c", "commit.gpgsign=false", "commit", "-q", "-m", "feature"])
+    run(["git", "checkout", "-q", "main"])
+    (repo / "c.txt").write_text("main moved on\n")
+    run(["git", "add", "-A"])
+    run(["git", "-c", "commit.gpgsign=false", "commit", "-q", "-m", "main"])
+    run(["git", "-c", "commit.gpgsign=false", "merge", "-q", "--no-ff", "-m", "merge", "feature"])
+    git = Git(repo)
+    clean = git.resolve("HEAD")
+    assert is_clean_merge(git, clean)
+
+    (repo / "evil.txt").write_text("slipped in by the merge\n")
+    run(["git", "add", "-A"])
+    run(["git", "-c", "commit.gpgsign=false", "commit", "-q", "--amend", "--no-edit"])
+    assert not is_clean_merge(git, git.resolve("HEAD"))
+    assert not is_clean_merge(git, git.resolve("feature"))  # not a merge at all

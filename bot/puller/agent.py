@@ -49,6 +49,7 @@ from bot.puller.metrics import PullerMetrics
 from bot.puller.plan import PlanError
 from bot.render import RenderCache, render_app
 from bot.signatures import SignatureVerifier, TrustedKeys, TrustedKeysError
+from bot.signatures.merges import is_clean_merge, merge_parents
 
 log = logging.getLogger(__name__)
 
@@ -438,15 +439,22 @@ class PullerAgent:
                     "so the commits since it cannot be verified"
                 )
             shas = git.rev_list(entry.previous, entry.revision)
-        # The revision itself is always checked, also when it is older than ``previous``.
-        shas = list(dict.fromkeys([*shas, entry.revision]))
+        # The revision itself is always checked, also when it is older than ``previous``;
+        # a forge's unsigned merge commit stands for the PR head it merged, checked too.
+        merged_head = merge_parents(git, entry.revision)[1:] if mode == "head" else []
+        shas = list(dict.fromkeys([*shas, entry.revision, *merged_head]))
         try:
             keys = TrustedKeys.load(self.config.trusted_keys)
         except TrustedKeysError as exc:
             raise Refused(f"trusted keys: {exc}") from None
         with SignatureVerifier(keys, cache_dir=self.config.data_dir / "signatures") as verifier:
             checks = verifier.check_commits(git, shas)
-        bad = [check for check in checks if check.status != "valid"]
+        bad = [
+            check
+            for check in checks
+            if check.status != "valid"
+            and not (check.status == "unsigned" and is_clean_merge(git, check.sha))
+        ]
         if bad:
             listed = ", ".join(f"{c.sha[:12]} is {c.status}" for c in bad[:_MAX_LISTED_PROBLEMS])
             more = f" and {len(bad) - _MAX_LISTED_PROBLEMS} more" if len(bad) > 5 else ""
