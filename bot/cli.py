@@ -89,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"sluice: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the CLI contract: 2 for an internal error
+        print(f"sluice: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 class _UsageError(Exception):
@@ -99,6 +102,7 @@ def _preview(args: argparse.Namespace) -> int:
     from bot.config import ConfigError
     from bot.preview import PreviewError, PreviewOptions, run_preview
     from bot.report import render_markdown, to_json
+    from bot.signatures import TrustedKeysError
 
     engine, opa_url = _policy_engine_settings(args)
     options = PreviewOptions(
@@ -114,7 +118,7 @@ def _preview(args: argparse.Namespace) -> int:
         raise _UsageError(f"--keys {args.keys}: not a directory")
     try:
         report = run_preview(args.repo, args.base, args.head, options)
-    except (PreviewError, ConfigError) as exc:
+    except (PreviewError, ConfigError, TrustedKeysError) as exc:
         raise _UsageError(str(exc)) from None
     output = to_json(report) if args.format == "json" else render_markdown(report)
     sys.stdout.write(output if output.endswith("\n") else output + "\n")

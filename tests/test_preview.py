@@ -360,3 +360,14 @@ def test_three_policy_backends_agree_on_the_demo_repo(demo: Path, tmp_path: Path
     assert verdicts["regorus"]["web-prod"][0] == "fail"
     assert verdicts["regopy"] == verdicts["regorus"]
     assert verdicts["opa"] == verdicts["regorus"]
+
+
+def test_malformed_trusted_key_is_a_usage_error(demo: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "broken.asc").write_text("this is not a key\n")
+    proc = sluice(
+        "preview", "--repo", str(demo), "--base", "main", "--head", "feature", "--keys", str(keys)
+    )
+    assert proc.returncode == 2
+    assert "broken.asc" in proc.stderr and "Traceback" not in proc.stderr
