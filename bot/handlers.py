@@ -1,4 +1,5 @@
-"""The bot's jobs: preview a pull request, run chat-ops commands, hand off merges.
+"""The bot's jobs: preview a pull request or a direct push, run chat-ops commands,
+hand off merges.
 
 The worker pool calls ``BotHandlers.handle`` for every claimed job. Handlers are
 idempotent: a re-run edits the same comment and sets the same statuses, so
@@ -23,8 +24,14 @@ from bot.commands import (
     unknown_command_reply,
 )
 from bot.config.server import RepoSettings, ServerConfig
-from bot.forge.base import Forge, PullRequest
-from bot.forge.webhooks import CommentEvent, PullRequestEvent, event_from_dict, event_to_dict
+from bot.forge.base import Forge, PullRequest, RepoRef
+from bot.forge.webhooks import (
+    CommentEvent,
+    PullRequestEvent,
+    PushEvent,
+    event_from_dict,
+    event_to_dict,
+)
 from bot.gitops import Git, GitError, Mirrors
 from bot.models import Report
 from bot.overrides import (
@@ -40,7 +47,9 @@ from bot.publish import (
     error_statuses,
     gate_statuses,
     pending_statuses,
+    publish_commit_statuses,
     publish_statuses,
+    upsert_commit_report,
     upsert_report,
 )
 from bot.queue import Job, JobQueue, NewJob
@@ -50,6 +59,10 @@ from bot.worker import CancelToken, JobRunner, RetryableError
 log = logging.getLogger(__name__)
 
 PULLER_EVENT = "puller-event"
+PUSH_TITLE = "Sluice (direct push)"
+NO_DEPLOYS_NOTE = (
+    "Deploys are not configured on this Sluice installation: nothing deploys from this push."
+)
 
 
 @dataclass
@@ -71,7 +84,9 @@ class BotHandlers:
                 self.promoter.on_puller_event(self._forge, job.payload)
             return
         event = event_from_dict(job.payload)
-        if isinstance(event, CommentEvent):
+        if isinstance(event, PushEvent):
+            self.push(event, cancel)
+        elif isinstance(event, CommentEvent):
             self.run_commands(event, cancel)
         elif job.kind == "preview":
             self.preview(event, cancel)
@@ -94,8 +109,13 @@ class BotHandlers:
             return
         event = event_from_dict(job.payload)
         forge = self._forge(event.forge)
-        pr = forge.get_pull_request(event.repo, event.number)
         reason = _one_line(str(error))
+        if isinstance(event, PushEvent):
+            log.error("push job %s for %s failed for good: %s", job.id, job.pr_key, reason)
+            message = f"Sluice failed: {reason}"[:140]
+            publish_commit_statuses(forge, event.repo, event.after, error_statuses(message))
+            return
+        pr = forge.get_pull_request(event.repo, event.number)
         publish_statuses(forge, pr, error_statuses(f"Sluice failed: {reason}"[:140]))
         forge.create_comment(
             pr,
@@ -155,6 +175,16 @@ class BotHandlers:
         self, forge: Forge, pr: PullRequest, settings: RepoSettings, extra_apps: tuple[str, ...]
     ) -> Report:
         git = self._fetch(forge, pr)
+        return self._preview_range(git, pr.base_sha, pr.head_sha, settings, extra_apps)
+
+    def _preview_range(
+        self,
+        git: Git,
+        base: str,
+        head: str,
+        settings: RepoSettings,
+        extra_apps: tuple[str, ...] = (),
+    ) -> Report:
         options = PreviewOptions(
             keys_dir=self.config.trusted_keys,
             extra_apps=extra_apps,
@@ -163,9 +193,9 @@ class BotHandlers:
             cache_dir=self.cache_dir,
         )
         try:
-            return run_preview(git.path, pr.base_sha, pr.head_sha, options)
+            return run_preview(git.path, base, head, options)
         except PreviewError as exc:
-            raise RetryableError(f"preview of {pr.head_sha[:12]} failed: {exc}") from None
+            raise RetryableError(f"preview of {head[:12]} failed: {exc}") from None
 
     def _fetch(self, forge: Forge, pr: PullRequest) -> Git:
         auth = forge.clone_auth(pr.repo)
@@ -174,6 +204,48 @@ class BotHandlers:
             self.mirrors.fetch(key, pr.repo.clone_url, [pr.base_sha], auth=auth)
             head_url = pr.head_clone_url or pr.repo.clone_url
             return self.mirrors.fetch(key, head_url, [pr.head_sha], auth=auth)
+        except GitError as exc:
+            raise RetryableError(str(exc)) from None
+
+    # -- direct push to the tracked branch ---------------------------------------------
+
+    def push(self, event: PushEvent, cancel: CancelToken) -> Report | None:
+        """Preview ``before..after`` on the pushed commit; deploy only if the promoter says.
+
+        Idempotent: a re-run edits (or, where the forge cannot, keeps) the one report
+        comment on ``after`` and sets the same statuses.
+        """
+        settings = self.config.repo_settings(event.forge, event.repo.full_name)
+        if event.branch != settings.tracked_branch or event.created:
+            log.info("%s: push to %s needs no preview", event.pr_key, event.after[:12])
+            return None
+        forge = self._forge(event.forge)
+        publish_commit_statuses(forge, event.repo, event.after, pending_statuses())
+        git = self._fetch_commits(forge, event.repo, [event.before, event.after])
+        cancel.raise_if_cancelled()
+        report = self._preview_range(git, event.before, event.after, settings)
+        cancel.raise_if_cancelled()
+        if self.promoter is None:
+            deploy_note = NO_DEPLOYS_NOTE
+        else:
+            deploy_note = self.promoter.on_push(forge, event.repo, event.branch, event.after)
+        notes = [
+            f"_Pushed directly to `{event.branch}` by @{event.pusher or 'unknown'}"
+            f"{' (forced)' if event.forced else ''}: `{event.before[:12]}..{event.after[:12]}`._",
+            f"**Deploy:** {deploy_note}",
+        ]
+        body = render_markdown(report, title=PUSH_TITLE, extra=notes)
+        comment = upsert_commit_report(forge, event.repo, event.after, body, self._bot_login(forge))
+        publish_commit_statuses(
+            forge, event.repo, event.after, gate_statuses(report), comment.url or None
+        )
+        return report
+
+    def _fetch_commits(self, forge: Forge, repo: RepoRef, shas: list[str]) -> Git:
+        try:
+            return self.mirrors.fetch(
+                f"{forge.name}-{repo.full_name}", repo.clone_url, shas, auth=forge.clone_auth(repo)
+            )
         except GitError as exc:
             raise RetryableError(str(exc)) from None
 

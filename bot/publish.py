@@ -1,4 +1,5 @@
-"""What the bot shows on a pull request: the sticky report comment and commit statuses.
+"""What the bot shows on a pull request (or a pushed commit): the sticky report comment
+and commit statuses.
 
 Forge-agnostic: everything here goes through ``bot.forge.base.Forge``.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.forge.base import Comment, Forge, PullRequest, StatusState
+from bot.forge.base import Comment, Forge, PullRequest, RepoRef, StatusState
 from bot.models import Report
 from bot.report import MARKER
 
@@ -46,6 +47,27 @@ def upsert_report(forge: Forge, pr: PullRequest, body: str, bot_login: str) -> C
     return forge.edit_comment(pr, keep.id, body)
 
 
+def upsert_commit_report(
+    forge: Forge, repo: RepoRef, sha: str, body: str, bot_login: str
+) -> Comment:
+    """The bot's report comment on commit ``sha``: edited in place, or created once.
+
+    Where the forge cannot edit commit comments the first report stands unchanged;
+    a re-run never adds a second one.
+    """
+    ours = [
+        c
+        for c in forge.list_commit_comments(repo, sha)
+        if c.author.lower() == bot_login.lower() and MARKER in c.body
+    ]
+    if not ours:
+        return forge.create_commit_comment(repo, sha, body)
+    keep = ours[0]
+    if keep.body == body:
+        return keep
+    return forge.edit_commit_comment(repo, sha, keep.id, body) or keep
+
+
 def pending_statuses() -> list[Status]:
     return [
         Status(context, "pending", "Sluice is checking this commit") for context in GATE_CONTEXTS
@@ -64,10 +86,18 @@ def error_statuses(message: str) -> list[Status]:
 def publish_statuses(
     forge: Forge, pr: PullRequest, statuses: list[Status], target_url: str | None = None
 ) -> None:
+    publish_commit_statuses(forge, pr.repo, pr.head_sha, statuses, target_url)
+
+
+def publish_commit_statuses(
+    forge: Forge,
+    repo: RepoRef,
+    sha: str,
+    statuses: list[Status],
+    target_url: str | None = None,
+) -> None:
     for status in statuses:
-        forge.set_status(
-            pr.repo, pr.head_sha, status.context, status.state, status.description, target_url
-        )
+        forge.set_status(repo, sha, status.context, status.state, status.description, target_url)
 
 
 def _preview_status(report: Report) -> Status:

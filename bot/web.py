@@ -20,6 +20,7 @@ from bot.forge.webhooks import (
     CommentEvent,
     Delivery,
     PullRequestEvent,
+    PushEvent,
     Unsupported,
     WebhookError,
 )
@@ -199,9 +200,19 @@ def _accept_puller_event(
     return jsonify(status="queued", job=job_id), 202
 
 
-def job_for(config: ServerConfig, event: PullRequestEvent | CommentEvent) -> NewJob | Unsupported:
+def job_for(
+    config: ServerConfig, event: PullRequestEvent | CommentEvent | PushEvent
+) -> NewJob | Unsupported:
     """The job a parsed event asks for, or why it asks for none."""
     payload = webhooks.event_to_dict(event)
+    if isinstance(event, PushEvent):
+        if event.branch != config.repo_settings(event.forge, event.repo.full_name).tracked_branch:
+            return Unsupported("push to a branch Sluice does not track")
+        if event.created:
+            return Unsupported("push created the tracked branch: there is nothing to compare")
+        return NewJob(
+            "push", event.forge, event.repo.full_name, event.pr_key, payload, head_sha=event.after
+        )
     if isinstance(event, CommentEvent):
         if event.action == "deleted":
             return Unsupported("comment deleted")

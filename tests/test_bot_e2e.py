@@ -333,7 +333,7 @@ def test_forged_replayed_malformed_oversized_and_unsupported_deliveries(stack: S
     assert requests.post(url, **not_a_pr, timeout=10).status_code == 400
     big = github_delivery("pull_request", payload)["headers"]
     assert oversized(stack.server, "github", big) == 413
-    push = requests.post(url, **github_delivery("push", {"ref": "refs/heads/x"}), timeout=10)
+    push = requests.post(url, **github_delivery("push", {"ref": "refs/tags/v1"}), timeout=10)
     assert push.status_code == 202 and push.json()["status"] == "ignored"
     assert "push" in push.json()["reason"]
     labeled = stack.gh.pull_request_event(repo, 7, action="labeled")

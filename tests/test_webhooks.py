@@ -275,7 +275,7 @@ def test_gitlab_note_on_merge_request():
     assert gl("Note Hook", payload).event.action == "edited"
     payload["object_attributes"]["noteable_type"] = "Issue"
     assert gl("Note Hook", payload).event == Unsupported("note on 'Issue', not a merge request")
-    assert isinstance(gl("Push Hook", {"object_kind": "push"}).event, Unsupported)
+    assert isinstance(gl("Tag Push Hook", {"object_kind": "tag_push"}).event, Unsupported)
 
 
 def test_events_round_trip_through_json():

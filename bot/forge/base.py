@@ -131,6 +131,21 @@ class Forge(ABC):
     def edit_comment(self, pr: PullRequest, comment_id: int, body: str) -> Comment: ...
 
     @abstractmethod
+    def list_commit_comments(self, repo: RepoRef, sha: str) -> list[Comment]:
+        """All comments on commit ``sha``, oldest first (across every page)."""
+
+    @abstractmethod
+    def create_commit_comment(self, repo: RepoRef, sha: str, body: str) -> Comment:
+        """Comment on commit ``sha`` as a whole (not on a line)."""
+
+    @abstractmethod
+    def edit_commit_comment(
+        self, repo: RepoRef, sha: str, comment_id: int, body: str
+    ) -> Comment | None:
+        """Replace a commit comment's body; None when the forge cannot edit commit
+        comments (GitLab), in which case the existing comment stands as it is."""
+
+    @abstractmethod
     def set_status(
         self,
         repo: RepoRef,

@@ -159,6 +159,31 @@ class GitHubForge(Forge):
         )
         return _comment(data)
 
+    def list_commit_comments(self, repo: RepoRef, sha: str) -> list[Comment]:
+        path = f"{_repo_path(repo)}/commits/{quote(sha, safe='')}/comments"
+        items = self._call(
+            f"list comments on {repo.full_name}@{sha[:12]}", lambda: self._get_all(repo, path)
+        )
+        return [_comment(item) for item in items]
+
+    def create_commit_comment(self, repo: RepoRef, sha: str, body: str) -> Comment:
+        path = f"{_repo_path(repo)}/commits/{quote(sha, safe='')}/comments"
+        data = self._call(
+            f"comment on {repo.full_name}@{sha[:12]}",
+            lambda: self._write(repo, "POST", path, {"body": body}),
+        )
+        return _comment(data)
+
+    def edit_commit_comment(
+        self, repo: RepoRef, sha: str, comment_id: int, body: str
+    ) -> Comment | None:
+        path = f"{_repo_path(repo)}/comments/{int(comment_id)}"
+        data = self._call(
+            f"edit commit comment {comment_id} on {repo.full_name}",
+            lambda: self._write(repo, "PATCH", path, {"body": body}),
+        )
+        return _comment(data)
+
     def set_status(
         self,
         repo: RepoRef,

@@ -142,6 +142,28 @@ class GitLabForge(Forge):
 
         return self._call(f"edit note {comment_id} on !{pr.number}", edit, write=True)
 
+    def list_commit_comments(self, repo: RepoRef, sha: str) -> list[Comment]:
+        def fetch() -> list[Comment]:
+            commit = self._project(repo).commits.get(sha, lazy=True)
+            notes = commit.comments.list(get_all=True)
+            return [_commit_comment(repo, sha, n.attributes) for n in notes]
+
+        return self._call(f"list comments on {sha[:12]}", fetch)
+
+    def create_commit_comment(self, repo: RepoRef, sha: str, body: str) -> Comment:
+        def create() -> Comment:
+            commit = self._project(repo).commits.get(sha, lazy=True)
+            note = commit.comments.create({"note": body})
+            return _commit_comment(repo, sha, note.attributes)
+
+        return self._call(f"comment on {sha[:12]}", create, write=True)
+
+    def edit_commit_comment(
+        self, repo: RepoRef, sha: str, comment_id: int, body: str
+    ) -> Comment | None:
+        # The commit comments API has no id and no update; the comment stands.
+        return None
+
     def set_status(
         self,
         repo: RepoRef,
@@ -390,6 +412,17 @@ class GitLabForge(Forge):
             body=note["body"],
             url=f"{pr.url}#note_{note['id']}",
         )
+
+
+def _commit_comment(repo: RepoRef, sha: str, note: Mapping[str, Any]) -> Comment:
+    """GitLab's commit comments carry no id (they cannot be addressed later): id 0."""
+    web = repo.clone_url.removesuffix(".git") if repo.clone_url.startswith("http") else ""
+    return Comment(
+        id=0,
+        author=(note.get("author") or {}).get("username", ""),
+        body=note.get("note") or "",
+        url=f"{web}/-/commit/{sha}" if web else "",
+    )
 
 
 def normalize_url(url: str) -> str:

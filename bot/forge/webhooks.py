@@ -1,7 +1,8 @@
 """Webhook deliveries from GitHub and GitLab: authentication and typed events.
 
 This module and the two backends are the only places that know forge payload
-shapes. Everything downstream sees ``PullRequestEvent`` / ``CommentEvent``.
+shapes. Everything downstream sees ``PullRequestEvent`` / ``CommentEvent`` /
+``PushEvent``.
 """
 
 from __future__ import annotations
@@ -85,11 +86,33 @@ class CommentEvent:
 
 
 @dataclass(frozen=True)
+class PushEvent:
+    """New commits on a branch (not a tag; never a deletion)."""
+
+    forge: ForgeName
+    repo: RepoRef
+    branch: str
+    before: str  # all zeros when the push created the branch
+    after: str
+    pusher: str
+    forced: bool = False  # GitHub says so; GitLab's push hook does not tell
+
+    @property
+    def created(self) -> bool:
+        return is_zero_sha(self.before)
+
+    @property
+    def pr_key(self) -> str:
+        """Serializes work on one branch, like ``pr_key`` does for a PR."""
+        return push_key(self.forge, self.repo.full_name, self.branch)
+
+
+@dataclass(frozen=True)
 class Unsupported:
     reason: str
 
 
-Event = PullRequestEvent | CommentEvent
+Event = PullRequestEvent | CommentEvent | PushEvent
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,16 @@ class Delivery:
 def pr_key(forge: str, full_name: str, number: int) -> str:
     """The key that serializes work on one PR: ``github:org/repo#12``."""
     return f"{forge}:{full_name}#{number}"
+
+
+def push_key(forge: str, full_name: str, branch: str) -> str:
+    """The key that serializes work on one branch: ``github:org/repo@main``."""
+    return f"{forge}:{full_name}@{branch}"
+
+
+def is_zero_sha(sha: str) -> bool:
+    """The forges' "no commit" SHA (a created branch's before, a deleted one's after)."""
+    return bool(sha) and set(sha) == {"0"}
 
 
 # -- authentication --------------------------------------------------------------------
@@ -145,6 +178,8 @@ def parse_github(headers: Mapping[str, str], body: bytes) -> Delivery:
         event: Event | Unsupported = _github_pull_request(payload)
     elif event_name == "issue_comment":
         event = _github_issue_comment(payload)
+    elif event_name == "push":
+        event = _github_push(payload)
     elif event_name == "ping":
         event = Unsupported("ping: the webhook is set up")
     else:
@@ -161,6 +196,8 @@ def parse_gitlab(headers: Mapping[str, str], body: bytes) -> Delivery:
         event: Event | Unsupported = _gitlab_merge_request(payload)
     elif event_name == "Note Hook":
         event = _gitlab_note(payload)
+    elif event_name == "Push Hook":
+        event = _gitlab_push(payload)
     else:
         event = Unsupported(f"event {event_name!r} is not handled")
     return Delivery("gitlab", delivery_id, event_name, event)
@@ -232,6 +269,34 @@ def _github_issue_comment(payload: dict[str, Any]) -> CommentEvent | Unsupported
         is_pull_request=True,
         author_is_bot=isinstance(user, dict) and user.get("type") == "Bot",
     )
+
+
+def _github_push(payload: dict[str, Any]) -> PushEvent | Unsupported:
+    branch = _pushed_branch(_str(payload, "ref"))
+    if isinstance(branch, Unsupported):
+        return branch
+    after = _str(payload, "after")
+    if payload.get("deleted") is True or is_zero_sha(after):
+        return Unsupported(f"push deleted branch {branch!r}")
+    pusher = payload.get("pusher") if isinstance(payload.get("pusher"), dict) else {}
+    return PushEvent(
+        forge="github",
+        repo=_github_repo(_dict(payload, "repository")),
+        branch=branch,
+        before=_str(payload, "before"),
+        after=after,
+        pusher=_login(payload.get("sender")) or str(pusher.get("name") or ""),
+        forced=payload.get("forced") is True,
+    )
+
+
+def _pushed_branch(ref: str) -> str | Unsupported:
+    """The branch name of ``refs/heads/<branch>``; tags and other refs are not handled."""
+    if ref.startswith("refs/tags/"):
+        return Unsupported(f"push of tag {ref.removeprefix('refs/tags/')!r}")
+    if not ref.startswith("refs/heads/") or ref == "refs/heads/":
+        return Unsupported(f"push to {ref!r}, not a branch")
+    return ref.removeprefix("refs/heads/")
 
 
 def _github_repo(repo: dict[str, Any]) -> RepoRef:
@@ -327,6 +392,23 @@ def _gitlab_note(payload: dict[str, Any]) -> CommentEvent | Unsupported:
     )
 
 
+def _gitlab_push(payload: dict[str, Any]) -> PushEvent | Unsupported:
+    branch = _pushed_branch(_str(payload, "ref"))
+    if isinstance(branch, Unsupported):
+        return branch
+    after = _str(payload, "after")
+    if is_zero_sha(after):
+        return Unsupported(f"push deleted branch {branch!r}")
+    return PushEvent(
+        forge="gitlab",
+        repo=_gitlab_repo(_dict(payload, "project")),
+        branch=branch,
+        before=_str(payload, "before"),
+        after=after,
+        pusher=str(payload.get("user_username") or ""),
+    )
+
+
 def _gitlab_repo(project: dict[str, Any]) -> RepoRef:
     return RepoRef(
         forge="gitlab",
@@ -351,6 +433,8 @@ def event_from_dict(data: Mapping[str, Any]) -> Event:
         return PullRequestEvent(**fields)
     if kind == "CommentEvent":
         return CommentEvent(**fields)
+    if kind == "PushEvent":
+        return PushEvent(**fields)
     raise ValueError(f"unknown event type {kind!r}")
 
 

@@ -30,6 +30,10 @@ Endpoints:
     POST  /repos/{o}/{r}/statuses/{sha}
     GET   /repos/{o}/{r}/commits/{sha}/statuses        newest first
     GET   /repos/{o}/{r}/commits/{sha}/status          combined status
+    GET   /repos/{o}/{r}/commits/{sha}/comments        paginated, oldest first
+    POST  /repos/{o}/{r}/commits/{sha}/comments        422 for an unknown commit
+    GET   /repos/{o}/{r}/comments/{id}                 a commit comment
+    PATCH /repos/{o}/{r}/comments/{id}
     GET   /repos/{o}/{r}/collaborators/{user}/permission
     GET   /orgs/{org}/teams/{slug}/memberships/{user}  404 when not a member
     GET   /app                                         (app JWT)
@@ -204,6 +208,19 @@ class Repo:
         )  # fmt: skip
         return proc.stdout.decode().strip() or None
 
+    def has_commit(self, sha: str) -> bool:
+        """Whether ``sha`` names a commit (any full SHA when no local bare repo backs it)."""
+        if not re.fullmatch(r"[0-9a-f]{40}", sha):
+            return False
+        if not self.clone_url or not os.path.isdir(self.clone_url):
+            return True
+        proc = subprocess.run(
+            ["git", "--git-dir", self.clone_url, "cat-file", "-t", sha],
+            capture_output=True,
+            timeout=30,
+        )
+        return proc.stdout.strip() == b"commit"
+
     def changed_paths(self, base: str, head: str) -> list[str]:
         if not self.clone_url or not os.path.isdir(self.clone_url):
             return []
@@ -262,6 +279,17 @@ class IssueComment:
     id: int
     repo: str
     number: int
+    author: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class CommitComment:
+    id: int
+    repo: str
+    commit_id: str
     author: str
     body: str
     created_at: datetime
@@ -356,6 +384,7 @@ class GitHubEmulator:
         self._repos: dict[str, Repo] = {}
         self._pulls: dict[tuple[str, int], Pull] = {}
         self._comments: dict[int, IssueComment] = {}
+        self._commit_comments: dict[int, CommitComment] = {}
         self._reviews: list[Review] = []
         self._statuses: list[Status] = []
         self._reactions: list[Reaction] = []
@@ -650,6 +679,14 @@ class GitHubEmulator:
         with self._lock:
             return self._comments[comment_id]
 
+    def commit_comments(self, repo: str, sha: str) -> list[CommitComment]:
+        """Comments on commit ``sha``, oldest first."""
+        with self._lock:
+            found = [
+                c for c in self._commit_comments.values() if (c.repo, c.commit_id) == (repo, sha)
+            ]
+            return sorted(found, key=lambda c: c.id)
+
     def statuses(self, repo: str, sha: str) -> list[Status]:
         """Every status posted for ``sha``, oldest first."""
         with self._lock:
@@ -731,6 +768,44 @@ class GitHubEmulator:
                     "node_id": f"MDIz{installation_id}",
                 }
             return payload
+
+    def push_event(
+        self,
+        repo: str,
+        *,
+        ref: str = "refs/heads/main",
+        before: str,
+        after: str,
+        pusher: str = "alice",
+        forced: bool = False,
+        installation_id: int | None = None,
+    ) -> dict[str, Any]:
+        """A ``push`` webhook payload (created/deleted follow from the zero SHAs)."""
+        zero = "0" * 40
+        with self._lock:
+            repository = self._repo_json(self._repo_or_raise(repo))
+            user = self._user_json(pusher)
+        short = ref.rsplit("/", 1)[-1]
+        payload: dict[str, Any] = {
+            "ref": ref,
+            "before": before,
+            "after": after,
+            "created": before == zero,
+            "deleted": after == zero,
+            "forced": forced,
+            "base_ref": None,
+            "compare": f"{self.web_url}/{repo}/compare/{before[:12]}...{after[:12]}",
+            "commits": [],
+            "head_commit": None if after == zero else {"id": after, "distinct": True},
+            "repository": {**repository, "master_branch": repository["default_branch"]},
+            "pusher": {"name": pusher, "email": f"{pusher}@users.noreply.example"},
+            "sender": user,
+        }
+        if before == zero:
+            payload["compare"] = f"{self.web_url}/{repo}/commit/{short}"
+        if installation_id is not None:
+            payload["installation"] = {"id": installation_id, "node_id": f"MDIz{installation_id}"}
+        return payload
 
     # -- JSON shapes -----------------------------------------------------------
 
@@ -858,6 +933,26 @@ class GitHubEmulator:
             ),
             "issue_url": f"{api}/issues/{comment.number}",
             "body": comment.body,
+            "user": self._user_json(comment.author),
+            "created_at": _iso(comment.created_at),
+            "updated_at": _iso(comment.updated_at),
+            "author_association": "NONE",
+        }
+
+    def _commit_comment_json(self, comment: CommitComment) -> dict[str, Any]:
+        return {
+            "id": comment.id,
+            "node_id": f"CC_{comment.id}",
+            "url": self._api(f"/repos/{comment.repo}/comments/{comment.id}"),
+            "html_url": (
+                f"{self.web_url}/{comment.repo}/commit/{comment.commit_id}"
+                f"#commitcomment-{comment.id}"
+            ),
+            "body": comment.body,
+            "path": None,
+            "position": None,
+            "line": None,
+            "commit_id": comment.commit_id,
             "user": self._user_json(comment.author),
             "created_at": _iso(comment.created_at),
             "updated_at": _iso(comment.updated_at),
@@ -1221,6 +1316,53 @@ def edit_issue_comment(emu: GitHubEmulator, call: _Call, owner: str, name: str, 
     return 200, emu._comment_json(comment), {}
 
 
+def list_commit_comments(
+    emu: GitHubEmulator, call: _Call, owner: str, name: str, sha: str
+) -> Result:
+    repo = _visible_repo(emu, call, owner, name)
+    if not repo.has_commit(sha):
+        raise HTTPError(422, f"No commit found for SHA: {sha}")
+    found = emu.commit_comments(repo.full_name, sha)
+    return _paginate(emu, call, [emu._commit_comment_json(c) for c in found])
+
+
+def create_commit_comment(
+    emu: GitHubEmulator, call: _Call, owner: str, name: str, sha: str
+) -> Result:
+    repo = _visible_repo(emu, call, owner, name)
+    body = _body_field(call, "body")
+    if not repo.has_commit(sha):
+        raise HTTPError(422, f"No commit found for SHA: {sha}")
+    moment = _now()
+    comment = CommitComment(emu._next_id(), repo.full_name, sha, call.user(), body, moment, moment)
+    emu._commit_comments[comment.id] = comment
+    data = emu._commit_comment_json(comment)
+    return 201, data, {"Location": data["url"]}
+
+
+def _commit_comment(
+    emu: GitHubEmulator, call: _Call, owner: str, name: str, cid: str
+) -> CommitComment:
+    repo = _visible_repo(emu, call, owner, name)
+    comment = emu._commit_comments.get(int(cid))
+    if comment is None or comment.repo != repo.full_name:
+        raise HTTPError(404, "Not Found")
+    return comment
+
+
+def get_commit_comment(emu: GitHubEmulator, call: _Call, owner: str, name: str, cid: str) -> Result:
+    return 200, emu._commit_comment_json(_commit_comment(emu, call, owner, name, cid)), {}
+
+
+def edit_commit_comment(
+    emu: GitHubEmulator, call: _Call, owner: str, name: str, cid: str
+) -> Result:
+    comment = _commit_comment(emu, call, owner, name, cid)
+    comment.body = _body_field(call, "body")
+    comment.updated_at = _now()
+    return 200, emu._commit_comment_json(comment), {}
+
+
 def list_reactions(emu: GitHubEmulator, call: _Call, owner: str, name: str, cid: str) -> Result:
     comment = _comment(emu, call, owner, name, cid)
     return _paginate(emu, call, [emu._reaction_json(r) for r in emu.reactions(comment.id)])
@@ -1424,6 +1566,10 @@ _ROUTES: list[tuple[str, re.Pattern[str], Callable[..., Result]]] = [
         ("POST", _REPO + r"/statuses/(?P<sha>[^/]+)", create_status),
         ("GET", _REPO + r"/commits/(?P<sha>[^/]+)/statuses", list_statuses),
         ("GET", _REPO + r"/commits/(?P<sha>[^/]+)/status", combined_status),
+        ("GET", _REPO + r"/commits/(?P<sha>[^/]+)/comments", list_commit_comments),
+        ("POST", _REPO + r"/commits/(?P<sha>[^/]+)/comments", create_commit_comment),
+        ("GET", _REPO + r"/comments/(?P<cid>\d+)", get_commit_comment),
+        ("PATCH", _REPO + r"/comments/(?P<cid>\d+)", edit_commit_comment),
         ("GET", _REPO + r"/collaborators/(?P<user>[^/]+)/permission", get_permission),
         (
             "GET",

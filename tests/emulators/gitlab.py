@@ -10,7 +10,7 @@ SHA is a 400, awarding the same emoji twice is a 404, inherited members are only
 visible through ``/members/all``.
 
 Tests seed state with the ``add_*`` methods, inspect what the product wrote with
-``notes()``, ``statuses()``, ``awards()`` and ``requests``, and inject faults with
+``notes()``, ``commit_comments()``, ``statuses()``, ``awards()`` and ``requests``, and inject faults with
 ``script_faults()`` / ``fail_randomly()`` and ``latency_s``. Drive it only through
 python-gitlab (or the product's GitLab backend).
 
@@ -152,6 +152,16 @@ class Note:
 
 
 @dataclass
+class CommitComment:
+    """A comment on a whole commit. GitLab's commit comments API gives it no id."""
+
+    sha: str
+    note: str
+    author: User
+    created_at: str
+
+
+@dataclass
 class CommitStatus:
     id: int
     sha: str
@@ -177,11 +187,25 @@ class Project:
     commits: set[str] = field(default_factory=set)
     merge_requests: dict[int, MergeRequest] = field(default_factory=dict)
     statuses: list[CommitStatus] = field(default_factory=list)
+    commit_comments: list[CommitComment] = field(default_factory=list)
     forked_from: Project | None = None
 
     @property
     def name(self) -> str:
         return self.path_with_namespace.rsplit("/", 1)[-1]
+
+    def has_commit(self, sha: str) -> bool:
+        """A seeded commit, else one in the local bare repo behind ``http_url``."""
+        if sha in self.commits:
+            return True
+        if not os.path.isdir(self.http_url):
+            return False
+        proc = subprocess.run(
+            ["git", "--git-dir", self.http_url, "cat-file", "-t", sha],
+            capture_output=True,
+            timeout=30,
+        )
+        return proc.stdout.strip() == b"commit"
 
     def branch_sha(self, branch: str) -> str | None:
         """A seeded branch, else the branch in the local bare repo behind ``http_url``."""
@@ -559,6 +583,11 @@ class GitLabEmulator:
         with self._lock:
             return list(mr.notes)
 
+    def commit_comments(self, project: Project, sha: str) -> list[CommitComment]:
+        """Comments on commit ``sha`` in creation order."""
+        with self._lock:
+            return [c for c in project.commit_comments if c.sha == sha]
+
     def statuses(self, project: Project, sha: str) -> list[CommitStatus]:
         """Every status ever posted for ``sha`` (all jobs), in creation order."""
         with self._lock:
@@ -674,6 +703,47 @@ class GitLabEmulator:
                 "url": f"{self._mr_web_url(mr)}#note_{note.id}",
             },
             "merge_request": self._mr_hook_attributes(mr),
+        }
+
+    def push_hook(
+        self,
+        project: Project,
+        *,
+        ref: str = "refs/heads/main",
+        before: str,
+        after: str,
+        user: User | None = None,
+        git_http_url: str | None = None,
+    ) -> dict[str, Any]:
+        """A "Push Hook" payload (GitLab sends tag pushes as "Tag Push Hook")."""
+        actor = user or self.bot
+        web = self._project_web_url(project)
+        deleted = set(after) == {"0"}
+        return {
+            "object_kind": "push",
+            "event_name": "push",
+            "before": before,
+            "after": after,
+            "ref": ref,
+            "ref_protected": ref == f"refs/heads/{project.default_branch}",
+            "checkout_sha": None if deleted else after,
+            "message": None,
+            "user_id": actor.id,
+            "user_name": actor.name,
+            "user_username": actor.username,
+            "user_email": "",
+            "user_avatar": None,
+            "project_id": project.id,
+            "project": self._hook_project(project, git_http_url),
+            "commits": [] if deleted else [{"id": after, "url": f"{web}/-/commit/{after}"}],
+            "total_commits_count": 0 if deleted else 1,
+            "push_options": {},
+            "repository": {
+                **self._hook_repository(project, git_http_url),
+                "git_http_url": git_http_url or project.http_url,
+                "git_ssh_url": f"git@127.0.0.1:{project.path_with_namespace}.git",
+                "visibility_level": 0,
+            },
         }
 
     def _mr_hook_attributes(self, mr: MergeRequest) -> dict[str, Any]:
@@ -1106,6 +1176,16 @@ class GitLabEmulator:
             "awardable_type": "Note",
         }
 
+    def _commit_comment_json(self, comment: CommitComment) -> dict[str, Any]:
+        return {
+            "note": comment.note,
+            "path": None,
+            "line": None,
+            "line_type": None,
+            "author": self._user_json(comment.author),
+            "created_at": comment.created_at,
+        }
+
     def _status_json(self, status: CommitStatus) -> dict[str, Any]:
         finished = status.state in ("success", "failed", "canceled")
         return {
@@ -1319,7 +1399,7 @@ class GitLabEmulator:
             raise ApiError(400, {"error": "state is missing"})
         if state not in STATUS_STATES:
             raise ApiError(400, {"error": "state does not have a valid value"})
-        if sha not in project.commits:
+        if not project.has_commit(sha):
             raise _not_found("Commit")
         name = str(request.body.get("name") or request.body.get("context") or "default")
         ref = request.body.get("ref") or self._ref_for(project, sha)
@@ -1353,6 +1433,26 @@ class GitLabEmulator:
             active.target_url = request.body["target_url"]
         return self._status_json(active)
 
+    def _list_commit_comments(self, request: _Request, params: dict[str, str]) -> Any:
+        project = self._project(params["project"])
+        if not project.has_commit(params["sha"]):
+            raise _not_found("Commit")
+        found = [c for c in project.commit_comments if c.sha == params["sha"]]
+        return self._paginate(request, [self._commit_comment_json(c) for c in found])
+
+    def _create_commit_comment(self, request: _Request, params: dict[str, str]) -> Any:
+        project = self._project(params["project"])
+        note = request.body.get("note")
+        if note is None:
+            raise ApiError(400, {"error": "note is missing"})
+        if not str(note).strip():
+            raise ApiError(400, {"message": {"note": ["can't be blank"]}})
+        if not project.has_commit(params["sha"]):
+            raise _not_found("Commit")
+        comment = CommitComment(params["sha"], str(note), request.user, _now())
+        project.commit_comments.append(comment)
+        return self._commit_comment_json(comment)
+
     @staticmethod
     def _ref_for(project: Project, sha: str) -> str | None:
         for branch, branch_sha in project.branches.items():
@@ -1366,7 +1466,7 @@ class GitLabEmulator:
     def _list_statuses(self, request: _Request, params: dict[str, str]) -> Any:
         project = self._project(params["project"])
         sha = params["sha"]
-        if sha not in project.commits:
+        if not project.has_commit(sha):
             raise _not_found("Commit")
         statuses = [s for s in project.statuses if s.sha == sha]
         for key in ("ref", "name"):
@@ -1455,6 +1555,16 @@ _ROUTES: list[_Route] = [
     _route("POST", "projects/:project/statuses/:sha", GitLabEmulator._create_status),
     _route(
         "GET", "projects/:project/repository/commits/:sha/statuses", GitLabEmulator._list_statuses
+    ),
+    _route(
+        "GET",
+        "projects/:project/repository/commits/:sha/comments",
+        GitLabEmulator._list_commit_comments,
+    ),
+    _route(
+        "POST",
+        "projects/:project/repository/commits/:sha/comments",
+        GitLabEmulator._create_commit_comment,
     ),
     _route("GET", "projects/:project/members/:user_id", GitLabEmulator._get_project_member),
     _route("GET", "projects/:project/members/all/:user_id", GitLabEmulator._get_project_member_all),
