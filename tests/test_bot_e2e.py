@@ -542,7 +542,7 @@ def test_sigkill_with_jobs_queued_and_running_loses_and_duplicates_nothing(
         s.server.start()
         for pull, branch in zip(pulls, branches, strict=True):
             # Well within the 60 s lease: the new pool adopts the dead pool's jobs.
-            final = s.gh_wait(pull.repo, gitops.sha[branch], timeout=40)
+            final = s.gh_wait(pull.repo, gitops.sha[branch], timeout=55)
             assert states(final) == EXPECTED[branch], (pull.repo, branch)
         wait_for(lambda: all(j.state == "done" for j in jobs.jobs()), 30, "every job to be done")
         for pull in pulls:
