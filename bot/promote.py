@@ -814,16 +814,15 @@ class Promoter:
     # -- push to the tracked branch ----------------------------------------------------
 
     def on_push(self, forge: Forge, repo: RepoRef, branch: str, sha: str) -> str:
-        """A direct push to ``branch``: no deploy unless the server allows push deploys."""
+        """A direct push to ``branch``: never deployed, and the reply says why.
+
+        Approvals belong to pull requests, so a push cannot pass the approval gate.
+        """
         settings = self._settings(repo)
         if branch != settings.tracked_branch:
             return f"{branch} is not the tracked branch; no deploy"
-        if not self.config.allow_push_deploy:
-            return (f"a direct push to {branch} ({sha[:12]}) is not deployed: only merged pull "
-                    "requests are (SLUICE_ALLOW_PUSH_DEPLOY is off)")  # fmt: skip
-        # Approvals need a pull request: a push can pass only when none are required.
-        return ("push deploys are allowed but not implemented beyond this check: "
-                f"{sha[:12]} is not deployed")  # fmt: skip
+        return (f"a direct push to {branch} ({sha[:12]}) is not deployed: Sluice deploys only "
+                "merged pull requests, whose approvals it can check")  # fmt: skip
 
     # -- plumbing ------------------------------------------------------------------------
 

@@ -702,23 +702,20 @@ def test_deploy_settings_come_from_the_environment_and_hide_secrets(tmp_path, ke
         "SLUICE_DATA_DIR": str(tmp_path), "SLUICE_PULLER_URL": "http://puller:8080/",
         "SLUICE_PULLER_TOKEN": PULLER_TOKEN, "SLUICE_SIGNING_METHOD": "gpg",
         "SLUICE_SIGNING_KEY": keys.bot_fpr, "SLUICE_GNUPGHOME": str(keys.home),
-        "SLUICE_REQUIRED_APPROVALS": "2", "SLUICE_ALLOW_PUSH_DEPLOY": "true",
+        "SLUICE_REQUIRED_APPROVALS": "2",
     }  # fmt: skip
     config = ServerConfig.from_env(env)
-    assert (config.puller_url, config.required_approvals, config.allow_push_deploy) == (
-        "http://puller:8080", 2, True
-    )  # fmt: skip
+    assert (config.puller_url, config.required_approvals) == ("http://puller:8080", 2)
     assert config.signing is not None and config.deploys_enabled
     assert PULLER_TOKEN not in repr(config) and keys.bot_fpr not in repr(config)
     assert config.approvals_required(RepoSettings(required_approvals=0)) == 0
     defaults = ServerConfig.from_env({"SLUICE_DATA_DIR": str(tmp_path)})
-    assert (defaults.required_approvals, defaults.allow_push_deploy) == (1, False)
+    assert defaults.required_approvals == 1
     assert not defaults.deploys_enabled
     for bad, message in [
         ({"SLUICE_PULLER_URL": "http://puller"}, "SLUICE_PULLER_TOKEN is not"),
         ({"SLUICE_REQUIRED_APPROVALS": "many"}, "SLUICE_REQUIRED_APPROVALS"),
         ({"SLUICE_SIGNING_METHOD": "gpg"}, "SLUICE_SIGNING_KEY is not"),
-        ({"SLUICE_ALLOW_PUSH_DEPLOY": "maybe"}, "SLUICE_ALLOW_PUSH_DEPLOY"),
     ]:
         with pytest.raises(ConfigError, match=message):
             ServerConfig.from_env({"SLUICE_DATA_DIR": str(tmp_path), **bad})

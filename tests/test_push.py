@@ -276,7 +276,7 @@ def test_github_direct_push_gets_one_commit_report_three_statuses_and_no_deploy(
         assert report.author == BOT and MARKER in report.body
         assert "**Sluice \\(direct push\\): passed**" in report.body
         assert "web" in report.body  # the app the push changed
-        assert "SLUICE_ALLOW_PUSH_DEPLOY is off" in report.body
+        assert "Sluice deploys only merged pull requests" in report.body
         assert f"`{before[:12]}..{after[:12]}`" in report.body
         assert all(s.target_url and "#commitcomment-" in s.target_url for s in final.values())
         assert gh.commit_comments(REPO, before) == []

@@ -17,7 +17,8 @@ file adds per-repo settings, Atlantis-allowlist-like::
 
 Deploys (merge-to-deploy) read ``SLUICE_PULLER_URL`` / ``SLUICE_PULLER_TOKEN``, the
 bot's signing key (``SLUICE_SIGNING_METHOD`` / ``SLUICE_SIGNING_KEY`` /
-``SLUICE_GNUPGHOME``), ``SLUICE_REQUIRED_APPROVALS`` and ``SLUICE_ALLOW_PUSH_DEPLOY``.
+``SLUICE_GNUPGHOME``) and ``SLUICE_REQUIRED_APPROVALS``. Direct pushes are never
+deployed: only merged pull requests, whose approvals can be checked.
 
 The first matching entry wins; a repo that matches none gets the defaults.
 Secrets live only in fields excluded from ``repr`` and never appear in errors.
@@ -53,7 +54,6 @@ DEFAULT_REQUIRED_APPROVALS = 1
 MAX_REQUIRED_APPROVALS = 20
 DEFAULT_TRACKED_BRANCH = "main"
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 #: Minimum repository permission per command when the config file says nothing.
 DEFAULT_COMMAND_PERMISSIONS: Mapping[str, Permission] = MappingProxyType(
@@ -186,7 +186,6 @@ class ServerConfig:
     signing: SigningConfig | None = None
     required_approvals: int = DEFAULT_REQUIRED_APPROVALS
     #: Whether a direct push to a tracked branch deploys (when its gates pass).
-    allow_push_deploy: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], config_file: Path | None = None) -> ServerConfig:
@@ -216,7 +215,6 @@ class ServerConfig:
             puller_token=env.get("SLUICE_PULLER_TOKEN"),
             signing=_signing(environ),
             required_approvals=_required_approvals(env.get("SLUICE_REQUIRED_APPROVALS")),
-            allow_push_deploy=_flag(env, "SLUICE_ALLOW_PUSH_DEPLOY"),
         )
 
     @property
@@ -366,13 +364,6 @@ def _required_approvals(value: str | None) -> int:
             f"SLUICE_REQUIRED_APPROVALS: must be a whole number from 0 to {MAX_REQUIRED_APPROVALS}"
         )
     return int(value)
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    value = env.get(name, "false").lower()
-    if value not in _TRUE + _FALSE:
-        raise ConfigError(f"{name}: must be true or false")
-    return value in _TRUE
 
 
 def _workers(value: str | None) -> int:
