@@ -63,6 +63,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import jwt
 
+from tests.emulators.faults import RandomFaults, ScriptedFault
+
 DOCS = "https://docs.github.com/rest"
 RATE_LIMIT = 5000
 MAX_LISTED_FILES = 3000
@@ -136,25 +138,6 @@ class Fault:
     def stall(cls, seconds: float) -> Fault:
         """Answer nothing for ``seconds`` (a client timeout), then close the connection."""
         return cls("stall", seconds=seconds)
-
-
-@dataclass
-class _ScriptedFault:
-    fault: Fault
-    method: str | None
-    path: re.Pattern[str] | None
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method is not None and self.method != method:
-            return False
-        return self.path is None or self.path.search(path) is not None
-
-
-@dataclass
-class _RandomFaults:
-    fraction: float
-    faults: tuple[Fault, ...]
-    rng: random.Random
 
 
 @dataclass(frozen=True)
@@ -390,8 +373,8 @@ class GitHubEmulator:
         self._reactions: list[Reaction] = []
         self._teams: dict[tuple[str, str], Team] = {}
         self._apps: dict[int, App] = {}
-        self._script: list[_ScriptedFault] = []
-        self._random: _RandomFaults | None = None
+        self._script: list[ScriptedFault] = []
+        self._random: RandomFaults | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.add_user(bot_login, token=self.bot_token, type="Bot")
@@ -636,13 +619,13 @@ class GitHubEmulator:
         pattern = re.compile(path) if path is not None else None
         with self._lock:
             for fault in faults:
-                self._script.append(_ScriptedFault(fault, method, pattern))
+                self._script.append(ScriptedFault(fault, method, pattern))
 
     def fail_randomly(self, fraction: float, *faults: Fault, seed: int = 0) -> None:
         """Answer about ``fraction`` of requests with one of ``faults`` (0 turns it off)."""
         with self._lock:
             self._random = (
-                _RandomFaults(fraction, faults or (Fault.error(),), random.Random(seed))
+                RandomFaults(fraction, faults or (Fault.error(),), random.Random(seed))
                 if fraction > 0
                 else None
             )

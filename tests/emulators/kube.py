@@ -69,6 +69,8 @@ from urllib.parse import parse_qsl, urlsplit
 import kubernetes.client
 import yaml
 
+from tests.emulators.faults import RandomFaults, ScriptedFault
+
 GIT_VERSION = "v1.31.4"
 Path = tuple[str, ...]
 Json = dict[str, Any]
@@ -265,25 +267,6 @@ class Fault:
     def stall(cls, seconds: float) -> Fault:
         """Answer nothing for ``seconds`` (a client timeout), then close the connection."""
         return cls("stall", seconds=seconds)
-
-
-@dataclass
-class _ScriptedFault:
-    fault: Fault
-    method: str | None
-    path: re.Pattern[str] | None
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method is not None and self.method != method:
-            return False
-        return self.path is None or self.path.search(path) is not None
-
-
-@dataclass
-class _RandomFaults:
-    fraction: float
-    faults: tuple[Fault, ...]
-    rng: random.Random
 
 
 @dataclass(frozen=True)
@@ -841,8 +824,8 @@ class KubeEmulator:
         self._types: dict[tuple[str, str, str], ResourceType] = {}
         self._store: dict[tuple[str, str], dict[tuple[str, str], _Stored]] = {}
         self._rv = 1000
-        self._script: list[_ScriptedFault] = []
-        self._random: _RandomFaults | None = None
+        self._script: list[ScriptedFault] = []
+        self._random: RandomFaults | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         for rtype in BUILTIN_TYPES:
@@ -1033,13 +1016,13 @@ class KubeEmulator:
         ``path`` regular expression (searched in the URL path), in order."""
         pattern = re.compile(path) if path is not None else None
         with self._lock:
-            self._script.extend(_ScriptedFault(fault, method, pattern) for fault in faults)
+            self._script.extend(ScriptedFault(fault, method, pattern) for fault in faults)
 
     def fail_randomly(self, fraction: float, *faults: Fault, seed: int = 0) -> None:
         """Answer about ``fraction`` of requests with one of ``faults`` (0 turns it off)."""
         with self._lock:
             self._random = (
-                _RandomFaults(fraction, faults or (Fault.error(),), random.Random(seed))
+                RandomFaults(fraction, faults or (Fault.error(),), random.Random(seed))
                 if fraction > 0
                 else None
             )
