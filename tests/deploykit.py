@@ -9,6 +9,8 @@
 * ``DeployStack``: everything wired together over HTTP on 127.0.0.1: ``sluice serve``
   (with ``SLUICE_PULLER_URL`` and the bot's signing key) ⇄ ``sluice puller`` (with
   ``SLUICE_BOT_EVENTS_URL``) → the Kubernetes API emulator; the GitHub emulator.
+* ``GitLabDeployStack``: the same with the GitLab emulator as the forge, whose merge
+  button makes an unsigned ``--no-ff`` merge commit in the bare repository.
 """
 
 from __future__ import annotations
@@ -30,8 +32,18 @@ from bot.gitops import Git
 from bot.ledger import BotSigner, Ledger, LedgerEntry, SigningConfig
 from bot.report import MARKER
 from tests import gpgkit
-from tests.botkit import GH_TOKEN, ROOT, SLUICE, SluiceServer, free_port, server_env, wait_for
+from tests.botkit import (
+    GH_TOKEN,
+    GL_TOKEN,
+    ROOT,
+    SLUICE,
+    SluiceServer,
+    free_port,
+    server_env,
+    wait_for,
+)
 from tests.emulators import github as ghemu
+from tests.emulators import gitlab as glemu
 from tests.emulators.kube import KubeEmulator
 from tests.pullerkit import rollouts
 
@@ -208,6 +220,7 @@ class GitOps:
     ) -> str:
         """A commit on branch ``name`` (from ``start``, default main) pushed to the remote.
         A ``None`` content deletes the file."""
+        self._fetch_main()  # the forge may have merged on the remote (GitLab's merge button)
         gpgkit.git(self.work, "checkout", "-q", "-B", name, start or self.main())
         sha = self._commit(changes, message or f"{name}: change", signed=signed)
         gpgkit.git(self.work, "push", "-q", "-f", str(self.bare), f"{name}:refs/heads/{name}")
@@ -215,6 +228,7 @@ class GitOps:
 
     def push_main(self, changes: dict[str, str | None], message: str) -> str:
         """A maintainer's signed commit pushed straight to main (no pull request)."""
+        self._fetch_main()
         gpgkit.git(self.work, "checkout", "-q", "-B", "main", self.main())
         sha = self._commit(changes, message, signed=True)
         gpgkit.git(self.work, "push", "-q", str(self.bare), "main:refs/heads/main")
@@ -251,6 +265,11 @@ class GitOps:
 
     def rewind_ledger(self, sha: str) -> None:
         gpgkit.git(self.bare, "update-ref", "refs/heads/sluice/ledger", sha)
+
+    def _fetch_main(self) -> None:
+        gpgkit.git(
+            self.work, "fetch", "-q", str(self.bare), "+refs/heads/main:refs/remotes/origin/main"
+        )
 
     def _commit(self, changes: dict[str, str | None], message: str, *, signed: bool) -> str:
         for name, content in changes.items():
@@ -491,18 +510,16 @@ def puller_config(
 
 
 @contextmanager
-def deploy_stack(tmp: Path) -> Iterator[DeployStack]:
-    keys = make_deploy_keys(tmp / "keys")
-    gitops = build_gitops(tmp, keys)
-    gh = ghemu.GitHubEmulator(bot_login=BOT, bot_token=GH_TOKEN).start()
-    gh.add_repo(REPO, clone_url=str(gitops.bare))
-    for user, role in (("dana", "write"), ("rita", "write"), ("alice", "write")):
-        gh.set_permission(REPO, user, role)
+def _bot_puller_cluster(
+    tmp: Path, keys: DeployKeys, gitops: GitOps, **forge_urls: str
+) -> Iterator[tuple[KubeEmulator, SluiceServer, PullerProcess]]:
+    """The Kubernetes API emulator, ``sluice serve`` and ``sluice puller``, wired together;
+    ``forge_urls`` (``github_url`` / ``gitlab_url``) name the forge the bot talks to."""
     kube = KubeEmulator().start()
     for namespace in NAMESPACES:
         kube.add_namespace(namespace)
     data_dir = tmp / "bot-data"
-    env = server_env(data_dir, github_url=gh.base_url, keys=keys.repo_keys)
+    env = server_env(data_dir, keys=keys.repo_keys, **forge_urls)
     server = SluiceServer(env, tmp / "serve.log")
     puller_env = {
         "PATH": env["PATH"],
@@ -519,15 +536,115 @@ def deploy_stack(tmp: Path) -> Iterator[DeployStack]:
         "SLUICE_GNUPGHOME": str(keys.bot_home),
         "SLUICE_REQUIRED_APPROVALS": "1",
     }
-    stack = DeployStack(keys, gitops, gh, kube, server, puller, tmp)
     try:
         with rollouts(kube):
             puller.start()
             server.start()
-            yield stack
+            yield kube, server, puller
     finally:
         server.stop()
         puller.stop()
-        gh.stop()
         kube.stop()
+
+
+@contextmanager
+def deploy_stack(tmp: Path) -> Iterator[DeployStack]:
+    keys = make_deploy_keys(tmp / "keys")
+    gitops = build_gitops(tmp, keys)
+    gh = ghemu.GitHubEmulator(bot_login=BOT, bot_token=GH_TOKEN).start()
+    gh.add_repo(REPO, clone_url=str(gitops.bare))
+    for user, role in (("dana", "write"), ("rita", "write"), ("alice", "write")):
+        gh.set_permission(REPO, user, role)
+    try:
+        with _bot_puller_cluster(tmp, keys, gitops, github_url=gh.base_url) as running:
+            kube, server, puller = running
+            yield DeployStack(keys, gitops, gh, kube, server, puller, tmp)
+    finally:
+        gh.stop()
+        keys.close()
+
+
+# -- the same on GitLab ---------------------------------------------------------------------
+
+
+@dataclass
+class GitLabDeployStack:
+    """The deploy stack with the GitLab emulator as the forge: merge requests, approvals,
+    GitLab's unsigned merge commits, "Merge Request Hook" deliveries, notes and statuses."""
+
+    keys: DeployKeys
+    gitops: GitOps
+    gl: glemu.GitLabEmulator
+    project: glemu.Project
+    users: dict[str, glemu.User]
+    kube: KubeEmulator
+    server: SluiceServer
+    puller: PullerProcess
+    tmp: Path
+
+    def mr(self, branch: str, iid: int, *, author: str = "dana") -> glemu.MergeRequest:
+        return self.gl.add_merge_request(
+            self.project,
+            iid=iid,
+            title=f"{branch}: change",
+            source_branch=branch,
+            target_branch="main",
+            sha=gpgkit.git(self.gitops.bare, "rev-parse", f"refs/heads/{branch}"),
+            base_sha=self.gitops.main(),
+            author=self.users[author],
+        )
+
+    def approve(self, mr: glemu.MergeRequest, by: str = "rita") -> None:
+        self.gl.approve(mr, self.users[by])
+
+    def merge(self, mr: glemu.MergeRequest, merge_commit_sha: str | None = None) -> str:
+        """GitLab's merge button (or a merge already made in git), then the hook."""
+        sha = self.gl.merge(mr, merge_commit_sha, user=self.users["rita"])
+        payload = self.gl.merge_request_hook(mr, action="merge", user=self.users["rita"])
+        response = self.server.gitlab("Merge Request Hook", payload)
+        assert response.status_code == 202 and response.json()["status"] == "queued", response.text
+        return sha
+
+    def bot_notes(self, mr: glemu.MergeRequest) -> list[str]:
+        return [
+            n.body for n in self.gl.notes(mr) if n.author.username == BOT and MARKER not in n.body
+        ]
+
+    def wait_note(self, mr: glemu.MergeRequest, *needles: str, timeout: float = 60) -> str:
+        """The first bot note on ``mr`` (the report aside) holding every needle."""
+
+        def find() -> str | None:
+            found = (b for b in self.bot_notes(mr) if all(n in b for n in needles))
+            return next(found, None)
+
+        return wait_for(find, timeout, f"a bot note on !{mr.iid} with {needles!r}", 0.1)
+
+    def wait_status(
+        self, sha: str, name: str, state: str, timeout: float = 60
+    ) -> glemu.CommitStatus:
+        def final() -> glemu.CommitStatus | None:
+            status = self.gl.latest_statuses(self.project, sha).get(name)
+            return status if status is not None and status.state == state else None
+
+        return wait_for(final, timeout, f"{name} = {state} on {sha[:7]}", 0.1)
+
+    def live(self, api_version: str, kind: str, name: str, namespace: str) -> dict | None:
+        return self.kube.get_object(api_version, kind, name, namespace)
+
+
+@contextmanager
+def gitlab_deploy_stack(tmp: Path) -> Iterator[GitLabDeployStack]:
+    keys = make_deploy_keys(tmp / "keys")
+    gitops = build_gitops(tmp, keys)
+    gl = glemu.GitLabEmulator(token=GL_TOKEN, bot_username=BOT).start()
+    project = gl.add_project(REPO, http_url=str(gitops.bare))
+    users = {name: gl.add_user(name) for name in ("dana", "rita")}
+    for user in users.values():
+        gl.add_member(project, user, glemu.DEVELOPER)
+    try:
+        with _bot_puller_cluster(tmp, keys, gitops, gitlab_url=gl.url) as running:
+            kube, server, puller = running
+            yield GitLabDeployStack(keys, gitops, gl, project, users, kube, server, puller, tmp)
+    finally:
+        gl.stop()
         keys.close()

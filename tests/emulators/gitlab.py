@@ -564,13 +564,52 @@ class GitLabEmulator:
             if all(u.id != user.id for u in mr.approved_by):
                 mr.approved_by.append(user)
 
-    def merge(self, mr: MergeRequest, merge_commit_sha: str) -> None:
-        """Mark ``mr`` merged by ``merge_commit_sha`` (the merge happened in git)."""
+    def merge(
+        self, mr: MergeRequest, merge_commit_sha: str | None = None, *, user: User | None = None
+    ) -> str:
+        """Merge ``mr`` and return its merge commit.
+
+        With ``merge_commit_sha`` the merge happened in git already (the test made it);
+        without, the emulator makes it as GitLab's merge button does (merge method "merge
+        commit"): an UNSIGNED ``--no-ff`` merge of the head into the target branch of the
+        bare repository behind ``http_url``, authored by ``user`` (default: the author).
+        """
         with self._lock:
+            if merge_commit_sha is None:
+                merge_commit_sha = self._merge_in_git(mr, user or mr.author)
             mr.state = "merged"
             mr.merge_commit_sha = merge_commit_sha
             mr.project.commits.add(merge_commit_sha)
             mr.project.branches[mr.target_branch] = merge_commit_sha
+            return merge_commit_sha
+
+    def _merge_in_git(self, mr: MergeRequest, user: User) -> str:
+        repo = mr.project.http_url
+        if not os.path.isdir(repo):
+            raise ValueError(f"{mr.project.path_with_namespace} has no local bare repository")
+        target = mr.project.branch_sha(mr.target_branch)
+        if target is None:
+            raise ValueError(f"target branch {mr.target_branch!r} does not exist")
+        email = f"{user.username}@example.com"
+        env = {**os.environ, "GIT_AUTHOR_NAME": user.name, "GIT_AUTHOR_EMAIL": email,
+               "GIT_COMMITTER_NAME": user.name, "GIT_COMMITTER_EMAIL": email}  # fmt: skip
+
+        def git(*args: str) -> str:
+            proc = subprocess.run(["git", "--git-dir", repo, "-c", "commit.gpgSign=false", *args],
+                                  capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
+            if proc.returncode != 0:
+                # What GitLab answers as 406 "Branch cannot be merged".
+                raise ValueError(f"!{mr.iid} cannot be merged: {proc.stdout}{proc.stderr}")
+            return proc.stdout.strip()
+
+        tree = git("merge-tree", "--write-tree", target, mr.sha).splitlines()[0]
+        message = (
+            f"Merge branch '{mr.source_branch}' into '{mr.target_branch}'\n\n{mr.title}\n\n"
+            f"See merge request {mr.project.path_with_namespace}!{mr.iid}"
+        )
+        sha = git("commit-tree", tree, "-p", target, "-p", mr.sha, "-m", message)
+        git("update-ref", f"refs/heads/{mr.target_branch}", sha, target)
+        return sha
 
     def merge_requests(self, project: Project) -> list[MergeRequest]:
         with self._lock:
