@@ -33,6 +33,7 @@ from bot.forge.webhooks import (
     event_to_dict,
 )
 from bot.gitops import Git, GitError, Mirrors
+from bot.live_diff import live_diffs
 from bot.models import Report
 from bot.overrides import (
     OverrideStore,
@@ -52,14 +53,17 @@ from bot.publish import (
     upsert_commit_report,
     upsert_report,
 )
+from bot.puller_client import PullerClient
 from bot.queue import Job, JobQueue, NewJob
 from bot.report import render_markdown
+from bot.report.live import render_live_section
 from bot.worker import CancelToken, JobRunner, RetryableError
 
 log = logging.getLogger(__name__)
 
 PULLER_EVENT = "puller-event"
 PUSH_TITLE = "Sluice (direct push)"
+LIVE_OMITTED = "### Live cluster\n\n_Live diffs omitted: the comment has no room left for them._"
 NO_DEPLOYS_NOTE = (
     "Deploys are not configured on this Sluice installation: nothing deploys from this push."
 )
@@ -74,6 +78,9 @@ class BotHandlers:
     cache_dir: Path
     # Merge-to-deploy; None when no bot signing key is configured (deploys are off).
     promoter: Promoter | None = None
+    # The puller's API for the "Live cluster" preview section when there is no promoter
+    # to share its client; neither: previews carry no live section.
+    puller: PullerClient | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     # -- dispatch ---------------------------------------------------------------------
@@ -157,19 +164,40 @@ class BotHandlers:
         cancel.raise_if_cancelled()
         report = self._run_preview(forge, pr, settings, extra_apps)
         cancel.raise_if_cancelled()
+        live = self._live_section(report)
+        cancel.raise_if_cancelled()
         override = self.overrides.active(
             pr_key(pr.repo, pr.number), pr.head_sha, violations_fingerprint(report)
         )
         if override is not None:
             report = apply_override(report, override)
-        self._publish(forge, pr, report)
+        self._publish(forge, pr, report, live)
         return report
 
-    def _publish(self, forge: Forge, pr: PullRequest, report: Report) -> None:
+    def _publish(self, forge: Forge, pr: PullRequest, report: Report, live: str = "") -> None:
         notes = ["_Draft pull request: Sluice previews it; nothing deploys from a draft._"]
-        body = render_markdown(report, title="Sluice", extra=notes if pr.draft else None)
+        body = _render_with_live(report, notes if pr.draft else [], live)
         comment = upsert_report(forge, pr, body, self._bot_login(forge))
         publish_statuses(forge, pr, gate_statuses(report), comment.url or None)
+
+    def _live_section(self, report: Report) -> str:
+        """The "Live cluster" Markdown for ``report``; "" when no puller is configured.
+        A puller that fails only says so in the section: the preview posts regardless."""
+        puller = self._live_puller()
+        if puller is None:
+            return ""
+        diffs = live_diffs(puller, report)
+        for diff in diffs:
+            if diff.problem is not None:
+                log.warning("live diff of %s: %s", diff.app, diff.problem)
+        return render_live_section(diffs)
+
+    def _live_puller(self) -> PullerClient | None:
+        if not (self.config.puller_url and self.config.puller_token):
+            return None
+        if self.puller is not None:
+            return self.puller
+        return self.promoter.puller if self.promoter is not None else None
 
     def _run_preview(
         self, forge: Forge, pr: PullRequest, settings: RepoSettings, extra_apps: tuple[str, ...]
@@ -368,7 +396,8 @@ class BotHandlers:
             pr_key(pr.repo, pr.number),
             pr.head_sha,
         )
-        self._publish(forge, pr, apply_override(report, override))
+        live = self._live_section(report)
+        self._publish(forge, pr, apply_override(report, override), live)
 
     def _reply(self, forge: Forge, pr: PullRequest, event: CommentEvent, text: str) -> None:
         forge.create_comment(pr, f"@{event.author} {text}")
@@ -383,6 +412,16 @@ class BotHandlers:
 
     def _bot_login(self, forge: Forge) -> str:
         return self.config.bot_login or forge.bot_login()
+
+
+def _render_with_live(report: Report, notes: list[str], live: str) -> str:
+    """The PR comment with the live section last; it gives way if the budget is short."""
+    for section in (live, LIVE_OMITTED) if live else ():
+        try:
+            return render_markdown(report, title="Sluice", extra=[*notes, section])
+        except ValueError:
+            continue  # the report itself needs the room
+    return render_markdown(report, title="Sluice", extra=notes or None)
 
 
 def _one_line(text: str) -> str:
@@ -419,19 +458,24 @@ def job_runner(config: ServerConfig) -> JobRunner:
     overrides = OverrideStore(config.db_path)
     cache_dir = config.data_dir / "cache"
     queue = JobQueue(config.db_path)
+    promoter = Promoter.from_config(
+        config,
+        mirrors=mirrors,
+        overrides=overrides,
+        cache_dir=cache_dir,
+        requeue_preview=lambda forge, pr: queue.enqueue(preview_job(forge, pr)),
+    )
+    puller = None
+    if promoter is None and config.puller_url and config.puller_token:
+        puller = PullerClient(config.puller_url, config.puller_token)
     handlers = BotHandlers(
         config=config,
         forges=build_forges(config),
         mirrors=mirrors,
         overrides=overrides,
         cache_dir=cache_dir,
-        promoter=Promoter.from_config(
-            config,
-            mirrors=mirrors,
-            overrides=overrides,
-            cache_dir=cache_dir,
-            requeue_preview=lambda forge, pr: queue.enqueue(preview_job(forge, pr)),
-        ),
+        promoter=promoter,
+        puller=puller,
     )
     return JobRunner(handlers.handle, on_give_up=handlers.give_up)
 

@@ -158,6 +158,9 @@ class AppReport:
     error: str | None = None
     changes: list[ObjectChange] = field(default_factory=list)
     policy: PolicyResult = field(default_factory=PolicyResult)
+    # The head's normalized objects (Secret values unmasked!) for the puller's live diff
+    # only: never serialized, printed or compared.
+    objects: list[K8sObject] = field(default_factory=list, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import queue
+import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -241,7 +242,8 @@ class _InputsMemo:
         if not self._dirty:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
+        # Worker threads of one process may save the same base's memo at once.
+        tmp = self._path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(self._known))
         os.replace(tmp, self._path)
 
@@ -282,6 +284,7 @@ def _app_report(
     report.changes = diff_objects(
         base_objects, head_objects, secret_key=secret_key, normalized=True
     )
+    report.objects = head_objects
     if base is not None and base.error:
         report.error = f"base revision did not render ({base.error}); diff is against nothing"
     if head is None:

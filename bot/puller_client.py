@@ -1,7 +1,8 @@
 """The bot's HTTP client for the in-cluster puller's API (see PULLER_API in the design).
 
-The bot only ever asks: ``wake`` tells the puller to look at the ledger now, and
-``app`` reads what it did. A wake-up is never an approval; the ledger is.
+The bot only ever asks: ``wake`` tells the puller to look at the ledger now,
+``app`` reads what it did and ``diff`` asks what given objects would change in the
+live cluster (a server-side dry run). A wake-up is never an approval; the ledger is.
 The bearer token travels in a header and never appears in an error or a repr.
 """
 
@@ -15,14 +16,25 @@ from typing import Any
 
 import requests
 
+from bot.models import K8sObject, ObjectChange
+
 DEFAULT_TIMEOUT_S = 10.0
 EVENT_TYPES = ("deploy", "drift")
 _APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+_ACTIONS = ("create", "update", "delete")
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
 class PullerError(RuntimeError):
     """The puller could not be reached or answered something unusable."""
+
+
+class PullerUnreachable(PullerError):
+    """The puller did not answer at all (connection refused, timeout)."""
+
+
+class PullerUnknownApp(PullerError):
+    """The puller does not own the app asked about."""
 
 
 class PullerTimeout(PullerError):
@@ -156,6 +168,20 @@ class PullerClient:
             raise PullerError("puller answered /v1/apps without an apps list")
         return [AppStatus.from_dict(item) for item in items]
 
+    def diff(self, app: str, objects: list[K8sObject]) -> list[ObjectChange]:
+        """``POST /v1/diff``: what applying ``objects`` would change in the live cluster,
+        Secrets masked by the puller. :class:`PullerUnknownApp` when the puller does not
+        own ``app``; :class:`PullerError` for any other failure."""
+        data = self._request(
+            "POST", "/v1/diff", {"app": app, "objects": objects}, expect=(200, 404)
+        )
+        if data is None:
+            raise PullerUnknownApp(f"the puller does not manage app {app!r}")
+        changes = data.get("changes") if isinstance(data, dict) else None
+        if not isinstance(changes, list):
+            raise PullerError("POST /v1/diff: the puller answered without a changes list")
+        return [_object_change(item) for item in changes]
+
     def follow(
         self,
         name: str,
@@ -194,7 +220,11 @@ class PullerClient:
                 timeout=self.timeout_s,
             )
         except requests.Timeout:
-            raise PullerError(f"{method} {path}: the puller did not answer in time") from None
+            raise PullerUnreachable(f"{method} {path}: the puller did not answer in time") from None
+        except requests.ConnectionError as exc:
+            raise PullerUnreachable(
+                f"{method} {path}: cannot reach the puller ({type(exc).__name__})"
+            ) from None
         except requests.RequestException as exc:
             raise PullerError(
                 f"{method} {path}: cannot reach the puller ({type(exc).__name__})"
@@ -217,6 +247,25 @@ def _error_detail(response: requests.Response) -> str:
         return ""
     error = data.get("error") if isinstance(data, dict) else None
     return f": {str(error)[:200]}" if error else ""
+
+
+def _object_change(item: Any) -> ObjectChange:
+    fields = ("apiVersion", "kind", "name", "diff")
+    if (
+        not isinstance(item, dict)
+        or item.get("action") not in _ACTIONS
+        or not all(isinstance(item.get(key), str) for key in fields)
+        or not isinstance(item.get("namespace"), str | None)
+    ):
+        raise PullerError("POST /v1/diff: the puller answered a malformed change")
+    return ObjectChange(
+        action=item["action"],
+        api_version=item["apiVersion"],
+        kind=item["kind"],
+        namespace=item["namespace"] or None,
+        name=item["name"],
+        diff=item["diff"],
+    )
 
 
 def _opt_str(value: Any) -> str | None:
