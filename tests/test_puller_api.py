@@ -109,7 +109,8 @@ def test_wake_answers_at_once_and_the_loop_deploys_what_the_ledger_names(served:
     assert response.status_code == 202
     assert response.json() == {"queued": ["web"]}
 
-    status = served.wait_for(lambda st: st["revision"] == second)
+    # The revision shows as soon as it is applied; the result once health is known.
+    status = served.wait_for(lambda st: st["revision"] == second and st["phase"] == "Synced")
     assert w.live("ConfigMap", "web-config")["data"] == {"greeting": "woken"}
     assert status["history"][0]["pr"] == 8
 

@@ -566,12 +566,11 @@ class PullerAgent:
     ) -> None:
         """Nothing is applied; the app shows why and the bot hears it once per distinct cause."""
         message = str(exc)
-        state.phase = exc.phase
-        state.message = message
         if entry is not None:
             state.desired_revision = entry.revision
         key = (writer, entry.revision if entry else None, message)
         if state.refusal == key:
+            state.phase, state.message = exc.phase, message
             return
         state.refusal = key
         log.warning("app %s: nothing applied: %s", state.name, message)
@@ -593,6 +592,8 @@ class PullerAgent:
             message=message,
         )
         self.store.record(state.name, result, applied=False)
+        # Shown only now, so a reader who sees the phase also finds the result in history.
+        state.phase, state.message = exc.phase, message
         self.metrics.synced(state.name, "refused", 0.0)
         self._send_result(state.name, result)
 
