@@ -553,6 +553,8 @@ class PullerAgent:
         )
         self.store.record(state.name, result, applied=applied.ok)
         self.metrics.synced(state.name, result.result, result.duration_s)
+        if applied.ok:
+            self.metrics.drift(state.name, 0)  # before the phase shows: what was applied is live
         state.phase = "Synced" if succeeded else "Failed"
         state.message = message
         self._send_result(state.name, result)
