@@ -35,7 +35,6 @@ deploy an older revision last.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -53,7 +52,7 @@ from typing import Any
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
 from bot.config.server import RepoSettings, ServerConfig
 from bot.forge.base import Forge, ForgeError, PullRequest, RepoRef, StatusState
-from bot.gitops import GIT_TIMEOUT_S, ExportCache, Git, GitError, Mirrors
+from bot.gitops import GIT_TIMEOUT_S, ExportCache, Git, GitError, Mirrors, remote_env
 from bot.ledger import BotSigner, Ledger, LedgerEntry, LedgerError
 from bot.models import Report, overall_verdict
 from bot.overrides import OverrideStore, apply_override, pr_key, violations_fingerprint
@@ -68,7 +67,17 @@ from bot.puller_client import (
     puller_event_problem,
 )
 from bot.render import affected_apps
-from bot.report.escape import code, code_block, one_line, text, truncate
+from bot.report.deploy import (
+    Outcome,
+    changed_anything,
+    comment_notes,
+    deploy_comment,
+    drift_comment,
+    held_comment,
+    outcome_description,
+    outcomes_line,
+)
+from bot.report.escape import code, one_line, text, truncate
 from bot.signatures import SignatureVerifier, TrustedKeys
 from bot.worker import RetryableError
 
@@ -79,7 +88,6 @@ REVERT_BRANCH = "sluice/revert-{number}"
 DEFAULT_FOLLOW_TIMEOUT_S = 300.0
 DEFAULT_POLL_S = 2.0
 MAX_LISTED_FAILURES = 10
-MAX_DRIFT_COMMENT_CHARS = 60_000
 _STATUS_LIMIT = 140
 
 
@@ -103,24 +111,6 @@ class GateResult:
     @property
     def passed(self) -> bool:
         return not self.failures
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the puller did for one app (``result`` None: it did not say in time)."""
-
-    app: str
-    result: LastResult | None
-    health: str = "Unknown"
-    problem: str = ""
-
-    @property
-    def state(self) -> StatusState:
-        if self.result is None:
-            return "pending" if "timed out" in self.problem else "error"
-        if not self.result.succeeded or self.result.health == "Degraded":
-            return "failure"
-        return "success"
 
 
 class AppLocks:
@@ -253,7 +243,7 @@ class Promoter:
                 deploy.append(app)
         if not deploy and not done:
             if notes:
-                forge.create_comment(pr, _held_comment(merge, notes))
+                forge.create_comment(pr, held_comment(merge, notes))
             return
         if deploy:
             entries = [
@@ -447,7 +437,7 @@ class Promoter:
                 self._status(forge, pr.repo, status_sha, app, "pending",
                              "approved in the ledger; waiting for the puller's next cycle")  # fmt: skip
             body = [title, "", f"Approved in the ledger{where}. No puller URL is configured, so "
-                    "the puller picks it up on its next cycle and reports back.", *_notes(notes)]  # fmt: skip
+                    "the puller picks it up on its next cycle and reports back.", *comment_notes(notes)]  # fmt: skip
             forge.create_comment(pr, "\n".join(body))
             return []
         for app in apps:
@@ -457,12 +447,12 @@ class Promoter:
         outcomes = [self._follow_one(app, result_for(app)) for app in apps]
         for outcome in outcomes:
             self._status(forge, pr.repo, status_sha, outcome.app, outcome.state,
-                         _outcome_description(outcome))  # fmt: skip
+                         outcome_description(outcome))  # fmt: skip
             if ledger_commit and outcome.result is not None:
                 record = self.deploy_log.get(outcome.app, ledger_commit)
                 if record is not None:
                     self.deploy_log.mark_reported(record.id)
-        forge.create_comment(pr, _deploy_comment(title, where, outcomes, notes))
+        forge.create_comment(pr, deploy_comment(title, where, outcomes, notes))
         return outcomes
 
     def _follow_one(self, app: str, result: Callable[[AppStatus], LastResult | None]) -> Outcome:
@@ -518,7 +508,7 @@ class Promoter:
                 forge, pr, targets, changed, pr.merge_sha,
                 f"### 🔁 Sluice sync requested by {code(actor)}", None, [],
             )  # fmt: skip
-        return f"`/sync`: {_outcomes_line(outcomes)}"
+        return f"`/sync`: {outcomes_line(outcomes)}"
 
     def _sync_open(
         self,
@@ -573,7 +563,7 @@ class Promoter:
                 heading=f"### 🧪 Sluice preview-deploy of {code(pr.head_sha[:12])}",
             )  # fmt: skip
         return (f"`/sync`: preview-deploy of {code(pr.head_sha[:12])} recorded in ledger commit "
-                f"{code(ledger_commit[:12])}; {_outcomes_line(outcomes)}")  # fmt: skip
+                f"{code(ledger_commit[:12])}; {outcomes_line(outcomes)}")  # fmt: skip
 
     # -- /rollback ------------------------------------------------------------------
 
@@ -651,7 +641,7 @@ class Promoter:
         return (
             f"`/rollback`: {', '.join(f'{code(a)} → {code(r[:12])}' for a, r in plan.items())} "
             f"in ledger commit {code(ledger_commit[:12])}; {revert_text}; "
-            f"pinned until the revert merges; {_outcomes_line(outcomes)}"
+            f"pinned until the revert merges; {outcomes_line(outcomes)}"
         )
 
     def _rollback_target(
@@ -761,11 +751,11 @@ class Promoter:
         event: Mapping[str, Any],
     ) -> None:
         result = LastResult.from_dict(event["result"])
-        if result.action == "sync" and result.succeeded and not _changed_anything(result):
+        if result.action == "sync" and result.succeeded and not changed_anything(result):
             return  # a wake-up that found nothing to do: the deploy's status stands
         outcome = Outcome(record.app, result, result.health)
         self._status(forge, repo, record.status_sha, record.app, outcome.state,
-                     _outcome_description(outcome))  # fmt: skip
+                     outcome_description(outcome))  # fmt: skip
         if pr is None:
             return
         # A failure about a ledger commit other than the one this record reported (a
@@ -779,7 +769,7 @@ class Promoter:
             if alert
             else f"### 🚀 The puller finished {code(record.app)}"
         )
-        forge.create_comment(pr, _deploy_comment(title, "", [outcome], []))
+        forge.create_comment(pr, deploy_comment(title, "", [outcome], []))
 
     def _drift_event(
         self,
@@ -809,7 +799,7 @@ class Promoter:
         self._status(forge, repo, record.status_sha, app, "failure",
                      f"drift: {len(drift)} objects differ from {revision[:12]}")  # fmt: skip
         if pr is not None:
-            forge.create_comment(pr, _drift_comment(app, revision, drift))
+            forge.create_comment(pr, drift_comment(app, revision, drift))
 
     # -- push to the tracked branch ----------------------------------------------------
 
@@ -1012,100 +1002,11 @@ def _names(apps: list[str] | tuple[str, ...]) -> str:
     return ", ".join(code(a) for a in apps)
 
 
-def _notes(notes: list[str]) -> list[str]:
-    return ["", *notes] if notes else []
-
-
-def _held_comment(sha: str, notes: list[str]) -> str:
-    return "\n".join([f"### ⏸️ Sluice did not deploy {code(sha[:12])}", "", *notes])
-
-
-def _changed_anything(result: LastResult) -> bool:
-    return bool(result.created or result.updated or result.pruned)
-
-
-def _outcome_description(outcome: Outcome) -> str:
-    result = outcome.result
-    if result is None:
-        return outcome.problem or "the puller did not report"
-    rev = (result.revision or "")[:12]
-    if not result.succeeded and result.message:
-        return f"deploy failed{' ' + rev if rev else ''}: {one_line(result.message)}"
-    verb = "deployed" if result.succeeded else "deploy failed"
-    return (f"{verb} {rev}: {result.created} created, {result.updated} updated, "
-            f"{result.pruned} pruned; {result.health}")  # fmt: skip
-
-
-def _outcomes_line(outcomes: list[Outcome]) -> str:
-    if not outcomes:
-        return "the puller picks it up on its next cycle"
-    return "; ".join(f"{code(o.app)}: {_outcome_description(o)}" for o in outcomes)
-
-
-def _deploy_comment(title: str, where: str, outcomes: list[Outcome], notes: list[str]) -> str:
-    lines = [title, ""]
-    if where:
-        lines += [f"Approved{where}.", ""]
-    if outcomes:
-        lines += [
-            "| app | result | health | created | updated | pruned | duration |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: |",
-        ]
-        for o in outcomes:
-            r = o.result
-            if r is None:
-                lines.append(f"| {code(o.app, in_table=True)} | ⏳ {text(o.problem)} | – | – | – "
-                             "| – | – |")  # fmt: skip
-                continue
-            icon = "✅" if o.state == "success" else "❌"
-            duration = f"{r.duration_s:.1f}s" if r.duration_s is not None else "–"
-            lines.append(
-                f"| {code(o.app, in_table=True)} | {icon} {text(r.result)} | {text(r.health)} | "
-                f"{r.created} | {r.updated} | {r.pruned} | {duration} |"
-            )
-        failed = [o for o in outcomes if o.result is not None and o.result.message
-                  and o.state != "success"]  # fmt: skip
-        for o in failed:
-            assert o.result is not None
-            lines += ["", f"{code(o.app)}: {text(o.result.message)}"]
-    lines += _notes(notes)
-    return "\n".join(lines)
-
-
-def _drift_comment(app: str, revision: str, drift: list[dict[str, Any]]) -> str:
-    lines = [
-        f"### ⚠️ Drift on {code(app)}",
-        "",
-        f"{len(drift)} object{'s' if len(drift) != 1 else ''} in the cluster differ from the "
-        f"approved revision {code(revision[:12])}. Secret values are masked. Comment `/sync "
-        f"{app}` to restore the approved state.",
-        "",
-    ]
-    budget = MAX_DRIFT_COMMENT_CHARS
-    for item in drift:
-        name = "/".join(str(item.get(k) or "") for k in ("kind", "namespace", "name"))
-        diff = str(item.get("diff") or "")
-        block = code_block(truncate(diff, 8000), "diff") if diff else ""
-        part = (f"<details><summary>{text(str(item.get('action') or 'update'))} "
-                f"{text(name)}</summary>\n\n{block}\n</details>")  # fmt: skip
-        if len(part) > budget:
-            lines.append("… and more objects (the comment size limit was reached)")
-            break
-        budget -= len(part)
-        lines.append(part)
-    return "\n".join(lines)
-
-
 def _push(git: Git, url: str, auth: tuple[str, str] | None, refspec: str) -> None:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    if auth is not None:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}"}  # fmt: skip
     proc = subprocess.run(
         ["git", "-C", str(git.path), "push", "--quiet", url, refspec],
         capture_output=True,
-        env=env,
+        env=remote_env(auth),
         timeout=GIT_TIMEOUT_S,
     )
     if proc.returncode != 0:
