@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import secrets
 import socket
@@ -63,7 +62,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import jwt
 
-from tests.emulators.faults import RandomFaults, ScriptedFault
+from tests.emulators.faults import FaultSchedule
 
 DOCS = "https://docs.github.com/rest"
 RATE_LIMIT = 5000
@@ -373,8 +372,7 @@ class GitHubEmulator:
         self._reactions: list[Reaction] = []
         self._teams: dict[tuple[str, str], Team] = {}
         self._apps: dict[int, App] = {}
-        self._script: list[ScriptedFault] = []
-        self._random: RandomFaults | None = None
+        self._faults = FaultSchedule()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.add_user(bot_login, token=self.bot_token, type="Bot")
@@ -616,40 +614,21 @@ class GitHubEmulator:
     def inject(self, *faults: Fault, method: str | None = None, path: str | None = None) -> None:
         """Queue faults; each answers the next request matching ``method`` and the
         ``path`` regular expression (searched in the API path), in order."""
-        pattern = re.compile(path) if path is not None else None
-        with self._lock:
-            for fault in faults:
-                self._script.append(ScriptedFault(fault, method, pattern))
+        self._faults.inject(faults, method, path)
 
     def fail_randomly(self, fraction: float, *faults: Fault, seed: int = 0) -> None:
         """Answer about ``fraction`` of requests with one of ``faults`` (0 turns it off)."""
-        with self._lock:
-            self._random = (
-                RandomFaults(fraction, faults or (Fault.error(),), random.Random(seed))
-                if fraction > 0
-                else None
-            )
+        self._faults.fail_randomly(fraction, faults or (Fault.error(),), seed)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._script.clear()
-            self._random = None
-            self.latency_s = 0.0
+        self._faults.clear()
+        self.latency_s = 0.0
 
     def pending_faults(self) -> int:
-        with self._lock:
-            return len(self._script)
+        return self._faults.pending()
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for index, entry in enumerate(self._script):
-                if entry.matches(method, path):
-                    del self._script[index]
-                    return entry.fault
-            chance = self._random
-            if chance is not None and chance.rng.random() < chance.fraction:
-                return chance.rng.choice(chance.faults)
-            return None
+        return self._faults.take(method, path)
 
     # -- inspection ----------------------------------------------------------
 

@@ -69,7 +69,7 @@ from urllib.parse import parse_qsl, urlsplit
 import kubernetes.client
 import yaml
 
-from tests.emulators.faults import RandomFaults, ScriptedFault
+from tests.emulators.faults import FaultSchedule
 
 GIT_VERSION = "v1.31.4"
 Path = tuple[str, ...]
@@ -824,8 +824,7 @@ class KubeEmulator:
         self._types: dict[tuple[str, str, str], ResourceType] = {}
         self._store: dict[tuple[str, str], dict[tuple[str, str], _Stored]] = {}
         self._rv = 1000
-        self._script: list[ScriptedFault] = []
-        self._random: RandomFaults | None = None
+        self._faults = FaultSchedule()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         for rtype in BUILTIN_TYPES:
@@ -1014,39 +1013,21 @@ class KubeEmulator:
     def inject(self, *faults: Fault, method: str | None = None, path: str | None = None) -> None:
         """Queue faults; each answers the next request matching ``method`` and the
         ``path`` regular expression (searched in the URL path), in order."""
-        pattern = re.compile(path) if path is not None else None
-        with self._lock:
-            self._script.extend(ScriptedFault(fault, method, pattern) for fault in faults)
+        self._faults.inject(faults, method, path)
 
     def fail_randomly(self, fraction: float, *faults: Fault, seed: int = 0) -> None:
         """Answer about ``fraction`` of requests with one of ``faults`` (0 turns it off)."""
-        with self._lock:
-            self._random = (
-                RandomFaults(fraction, faults or (Fault.error(),), random.Random(seed))
-                if fraction > 0
-                else None
-            )
+        self._faults.fail_randomly(fraction, faults or (Fault.error(),), seed)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._script.clear()
-            self._random = None
-            self.latency_s = 0.0
+        self._faults.clear()
+        self.latency_s = 0.0
 
     def pending_faults(self) -> int:
-        with self._lock:
-            return len(self._script)
+        return self._faults.pending()
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for index, entry in enumerate(self._script):
-                if entry.matches(method, path):
-                    del self._script[index]
-                    return entry.fault
-            chance = self._random
-            if chance is not None and chance.rng.random() < chance.fraction:
-                return chance.rng.choice(chance.faults)
-            return None
+        return self._faults.take(method, path)
 
     # -- storage helpers -----------------------------------------------------------
 
