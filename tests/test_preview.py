@@ -29,6 +29,11 @@ def sluice(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
     )
 
 
+def preview(repo: Path, base: str, head: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``sluice preview`` of ``base..head`` in ``repo``, with ``extra`` options."""
+    return sluice("preview", "--repo", str(repo), "--base", base, "--head", head, *extra)
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
@@ -45,19 +50,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def demo_json(demo: Path) -> tuple[dict, subprocess.CompletedProcess[str]]:
     keys = f"{demo}.keys"
-    proc = sluice(
-        "preview",
-        "--repo",
-        str(demo),
-        "--base",
-        "main",
-        "--head",
-        "feature",
-        "--keys",
-        keys,
-        "--format",
-        "json",
-    )
+    proc = preview(demo, "main", "feature", "--keys", keys, "--format", "json")
     return json.loads(proc.stdout), proc
 
 
@@ -114,17 +107,7 @@ def test_demo_signatures_valid_unsigned_untrusted(demo_json, demo: Path) -> None
 
 def test_secret_rotation_shows_fingerprints_never_values(demo: Path, demo_json) -> None:
     report, _ = demo_json
-    markdown = sluice(
-        "preview",
-        "--repo",
-        str(demo),
-        "--base",
-        "main",
-        "--head",
-        "feature",
-        "--keys",
-        f"{demo}.keys",
-    ).stdout
+    markdown = preview(demo, "main", "feature", "--keys", f"{demo}.keys").stdout
     for output in (json.dumps(report), markdown):
         for value in SECRET_VALUES:
             assert value not in output
@@ -139,17 +122,7 @@ def test_secret_rotation_shows_fingerprints_never_values(demo: Path, demo_json) 
 
 
 def test_markdown_report_is_the_pr_comment(demo: Path) -> None:
-    proc = sluice(
-        "preview",
-        "--repo",
-        str(demo),
-        "--base",
-        "main",
-        "--head",
-        "feature",
-        "--keys",
-        f"{demo}.keys",
-    )
+    proc = preview(demo, "main", "feature", "--keys", f"{demo}.keys")
     assert proc.returncode == 1
     body = proc.stdout
     assert body.startswith("<!-- sluice:report -->")
@@ -184,19 +157,7 @@ def test_pr_head_cannot_weaken_its_own_gate(demo: Path, demo_json, tmp_path: Pat
     git(repo, "-c", "commit.gpgsign=false", "commit", "-q", "-m", "weaken the gate")
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
 
-    proc = sluice(
-        "preview",
-        "--repo",
-        str(repo),
-        "--base",
-        "main",
-        "--head",
-        "weaken",
-        "--keys",
-        f"{demo}.keys",
-        "--format",
-        "json",
-    )
+    proc = preview(repo, "main", "weaken", "--keys", f"{demo}.keys", "--format", "json")
     weakened = json.loads(proc.stdout)
     original, _ = demo_json
     assert proc.returncode == 1
@@ -210,18 +171,7 @@ def test_pr_head_cannot_weaken_its_own_gate(demo: Path, demo_json, tmp_path: Pat
 
 def test_all_renders_unaffected_apps_too(demo: Path) -> None:
     git(demo, "branch", "-f", "tweak", "main")
-    proc = sluice(
-        "preview",
-        "--repo",
-        str(demo),
-        "--base",
-        "main",
-        "--head",
-        "tweak",
-        "--format",
-        "json",
-        "--all",
-    )
+    proc = preview(demo, "main", "tweak", "--format", "json", "--all")
     report = json.loads(proc.stdout)
     assert {a["name"] for a in report["apps"]} == {
         "api",
@@ -231,11 +181,7 @@ def test_all_renders_unaffected_apps_too(demo: Path) -> None:
         "worker",
     }
     assert {a["status"] for a in report["apps"]} == {"unchanged"}
-    narrow = json.loads(
-        sluice(
-            "preview", "--repo", str(demo), "--base", "main", "--head", "tweak", "--format", "json"
-        ).stdout
-    )
+    narrow = json.loads(preview(demo, "main", "tweak", "--format", "json").stdout)
     assert narrow["apps"] == []
 
 
@@ -249,9 +195,7 @@ def test_clean_change_passes_with_exit_zero(demo: Path, tmp_path: Path) -> None:
     config = repo / ".sluice.yaml"
     assert "mode: all" in config.read_text()
     # Signatures are part of the gate: unsigned fails, so check policy + render only.
-    proc = sluice(
-        "preview", "--repo", str(repo), "--base", "main", "--head", "scale", "--format", "json"
-    )
+    proc = preview(repo, "main", "scale", "--format", "json")
     report = json.loads(proc.stdout)
     assert [a["name"] for a in report["apps"]] == ["api"]
     assert report["apps"][0]["policy"]["verdict"] == "pass"
@@ -263,9 +207,7 @@ def test_clean_change_passes_with_exit_zero(demo: Path, tmp_path: Path) -> None:
     git(repo, "checkout", "-q", "-b", "scale2")
     values.write_text("replicaCount: 6\n")
     git(repo, "-c", "commit.gpgsign=false", "commit", "-q", "-am", "scale api again")
-    proc = sluice(
-        "preview", "--repo", str(repo), "--base", "scale", "--head", "scale2", "--format", "json"
-    )
+    proc = preview(repo, "scale", "scale2", "--format", "json")
     report = json.loads(proc.stdout)
     assert report["verdict"] == "pass", report
     assert report["signatures"]["verdict"] == "skipped"
@@ -279,9 +221,7 @@ def test_broken_base_config_fails_closed(tmp_path: Path) -> None:
     (repo / ".sluice.yaml").write_text("apps:\n  - name: Bad Name\n    path: x\n")
     git(repo, "add", "-A")
     git(repo, "-c", "commit.gpgsign=false", "commit", "-q", "-m", "broken")
-    proc = sluice(
-        "preview", "--repo", str(repo), "--base", "main", "--head", "main", "--format", "json"
-    )
+    proc = preview(repo, "main", "main", "--format", "json")
     report = json.loads(proc.stdout)
     assert proc.returncode == 1
     assert report["verdict"] == "fail"
@@ -289,18 +229,14 @@ def test_broken_base_config_fails_closed(tmp_path: Path) -> None:
 
 
 def test_usage_errors_exit_two(demo: Path, tmp_path: Path) -> None:
-    unknown_ref = sluice("preview", "--repo", str(demo), "--base", "main", "--head", "nope")
+    unknown_ref = preview(demo, "main", "nope")
     assert unknown_ref.returncode == 2
     assert "nope" in unknown_ref.stderr
     missing_arg = sluice("preview", "--repo", str(demo))
     assert missing_arg.returncode == 2
-    bad_keys = sluice(
-        "preview",
-        "--repo",
-        str(demo),
-        "--base",
+    bad_keys = preview(
+        demo,
         "main",
-        "--head",
         "feature",
         "--keys",
         str(tmp_path / "absent"),
@@ -366,8 +302,6 @@ def test_malformed_trusted_key_is_a_usage_error(demo: Path, tmp_path: Path) -> N
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / "broken.asc").write_text("this is not a key\n")
-    proc = sluice(
-        "preview", "--repo", str(demo), "--base", "main", "--head", "feature", "--keys", str(keys)
-    )
+    proc = preview(demo, "main", "feature", "--keys", str(keys))
     assert proc.returncode == 2
     assert "broken.asc" in proc.stderr and "Traceback" not in proc.stderr
