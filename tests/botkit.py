@@ -251,57 +251,84 @@ def server_env(
     return env | extra
 
 
-class SluiceServer:
-    """``sluice serve --bind 127.0.0.1:PORT [--config FILE]`` in a new process group."""
+class SluiceProcess:
+    """A ``sluice`` subcommand on a free port in its own process group, logging to a file."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, config: Path | None = None):
+    name = "sluice"
+    probe = "/healthz"
+    stop_grace_s = 30.0
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
         self.env = dict(env)
         self.log_path = log_path
-        self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.session = requests.Session()
-        Path(self.env["HOME"]).mkdir(parents=True, exist_ok=True)
 
-    def start(self, timeout: float = 60) -> SluiceServer:
-        args = [str(SLUICE), "serve", "--bind", f"127.0.0.1:{self.port}"]
-        if self.config is not None:
-            args += ["--config", str(self.config)]
+    def _launch(self, args: list[str], timeout: float, interval: float) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                args, env=self.env, stdout=log, stderr=log, start_new_session=True, cwd="/"
+                [str(SLUICE), *args],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                cwd="/",
             )
-        wait_for(self._ready, timeout, f"sluice serve at {self.url} to become ready", 0.1)
-        return self
+        wait_for(self._answers, timeout, f"{self.name} to answer {self.probe}", interval)
 
-    def _ready(self) -> bool:
+    def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"sluice serve exited early:\n{self.log()[-3000:]}")
+            raise AssertionError(f"{self.name} exited early:\n{self.log()[-3000:]}")
         try:
-            return requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            return requests.get(f"{self.url}{self.probe}", timeout=2).status_code == 200
         except requests.ConnectionError:
             return False
 
     def kill(self) -> None:
-        """SIGKILL the supervisor and every child (gunicorn, its worker, the job process)."""
+        """SIGKILL the whole process group, no goodbye: as the OOM killer or a node failure."""
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
-        self.session = requests.Session()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(40)
+            self.process.wait(self.stop_grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class SluiceServer(SluiceProcess):
+    """``sluice serve --bind 127.0.0.1:PORT [--config FILE]``."""
+
+    name = "sluice serve"
+    probe = "/readyz"
+    stop_grace_s = 40.0
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, config: Path | None = None):
+        super().__init__(env, log_path)
+        self.config = config
+        Path(self.env["HOME"]).mkdir(parents=True, exist_ok=True)
+
+    def start(self, timeout: float = 60) -> SluiceServer:
+        args = ["serve", "--bind", f"127.0.0.1:{self.port}"]
+        if self.config is not None:
+            args += ["--config", str(self.config)]
+        self._launch(args, timeout, 0.1)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor and every child (gunicorn, its worker, the job process)."""
+        super().kill()
+        self.session = requests.Session()
 
     # -- deliveries
 

@@ -16,8 +16,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
 from bot.gitops import Git
@@ -36,9 +33,8 @@ from tests.botkit import (
     GH_TOKEN,
     GL_TOKEN,
     ROOT,
-    SLUICE,
+    SluiceProcess,
     SluiceServer,
-    free_port,
     server_env,
     wait_for,
 )
@@ -306,56 +302,20 @@ def build_gitops(tmp: Path, keys: DeployKeys) -> GitOps:
 # -- the puller process ---------------------------------------------------------------------
 
 
-class PullerProcess:
-    """``sluice puller --config FILE --bind 127.0.0.1:PORT`` in its own process group."""
+class PullerProcess(SluiceProcess):
+    """``sluice puller --config FILE --bind 127.0.0.1:PORT``."""
+
+    name = "sluice puller"
 
     def __init__(self, config: Path, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(env, log_path)
         self.config = config
-        self.env = env
-        self.log_path = log_path
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {PULLER_TOKEN}"
 
     def start(self, timeout: float = 30) -> PullerProcess:
-        args = [str(SLUICE), "puller", "--config", str(self.config),
-                "--bind", f"127.0.0.1:{self.port}"]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                args, env=self.env, stdout=log, stderr=log, start_new_session=True, cwd="/"
-            )
-        wait_for(self._alive, timeout, "sluice puller to answer /healthz", 0.05)
+        args = ["puller", "--config", str(self.config), "--bind", f"127.0.0.1:{self.port}"]
+        self._launch(args, timeout, 0.05)
         return self
-
-    def _alive(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"sluice puller exited early:\n{self.log()[-3000:]}")
-        try:
-            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL, no goodbye: the way the OOM killer or a node failure ends it."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def app(self, name: str) -> dict[str, Any] | None:
         response = self.session.get(f"{self.url}/v1/apps/{name}", timeout=10)
