@@ -209,7 +209,7 @@ def _config(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from bot.config import ConfigError
     from bot.config.server import ServerConfig
-    from bot.serve import run
+    from bot.server.serve import run
 
     try:
         config = ServerConfig.from_env(os.environ, args.config)

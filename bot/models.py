@@ -183,7 +183,7 @@ class Report:
     signatures: SignatureReport = field(default_factory=SignatureReport)
     # Problems that belong to no single app (e.g. a broken .sluice.yaml).
     errors: list[str] = field(default_factory=list)
-    # Set when a policy owner overrode this head's deny violations (bot.overrides):
+    # Set when a policy owner overrode this head's deny violations (bot.deploy.overrides):
     # {"by", "reason", "head", "at", "violations"}; the key is absent from JSON otherwise.
     override: dict[str, Any] | None = None
 

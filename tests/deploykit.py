@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
+from bot.deploy.ledger import BotSigner, Ledger, LedgerEntry, SigningConfig
 from bot.gitops import Git
-from bot.ledger import BotSigner, Ledger, LedgerEntry, SigningConfig
 from bot.report import MARKER
 from tests import gpgkit
 from tests.botkit import (

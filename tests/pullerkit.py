@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
+from bot.deploy.ledger import BotSigner, Ledger, LedgerEntry, SigningConfig
 from bot.gitops import Git
-from bot.ledger import BotSigner, Ledger, LedgerEntry, SigningConfig
 from bot.puller.agent import PullerAgent
 from bot.puller.config import PullerConfig, parse_puller_config
 from bot.puller.server import build_agent

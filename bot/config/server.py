@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bot.commands.spec import COMMANDS
 from bot.config.repo import POLICY_ENGINES, ConfigError, load_yaml_text
+from bot.deploy.ledger import DEFAULT_BRANCH as DEFAULT_LEDGER_BRANCH
+from bot.deploy.ledger import LedgerError, SigningConfig
 from bot.forge.base import Permission
-from bot.ledger import DEFAULT_BRANCH as DEFAULT_LEDGER_BRANCH
-from bot.ledger import LedgerError, SigningConfig
 
 if TYPE_CHECKING:
     from bot.commands.authz import CommandRules

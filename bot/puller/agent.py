@@ -35,9 +35,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
+from bot.deploy.ledger import APPS_DIR, LedgerEntry, LedgerError, VerifiedLedger, verify_tip
 from bot.diff import load_or_create_key, mask_secret, normalize
 from bot.gitops import ExportCache, Git, GitError, Mirrors
-from bot.ledger import APPS_DIR, LedgerEntry, LedgerError, VerifiedLedger, verify_tip
 from bot.models import App, K8sObject, ObjectChange
 from bot.policy import make_engine
 from bot.preview import load_policy_sources

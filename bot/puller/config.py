@@ -37,7 +37,7 @@ import kubernetes.client
 import kubernetes.config
 
 from bot.config import ConfigError, load_yaml_text
-from bot.ledger import DEFAULT_BRANCH
+from bot.deploy.ledger import DEFAULT_BRANCH
 
 POLICY_ENGINES = ("regorus", "regopy")
 _FIELDS = frozenset(

@@ -1,4 +1,4 @@
-"""Merge-to-deploy on the bot's side (bot.promote) over real HTTP.
+"""Merge-to-deploy on the bot's side (bot.deploy.promote) over real HTTP.
 
 Real here: git (a bare repository is the remote, its path the clone URL), gpg (a
 maintainer key signs the GitOps commits, the bot's own key signs the ledger and
@@ -31,21 +31,21 @@ from werkzeug.serving import make_server
 
 from bot.config import ConfigError
 from bot.config.server import RepoSettings, ServerConfig
+from bot.deploy.ledger import BotSigner, Ledger, SigningConfig, verify_tip
+from bot.deploy.overrides import OverrideStore, pr_key, violations_fingerprint
+from bot.deploy.pins import DeployLog, PinStore
+from bot.deploy.promote import Promoter
+from bot.deploy.puller_client import PullerClient
 from bot.forge.base import RepoRef
 from bot.forge.github import GitHubForge
 from bot.forge.gitlab import GitLabForge
 from bot.forge.retry import Retrier
 from bot.gitops import Git, Mirrors
-from bot.ledger import BotSigner, Ledger, SigningConfig, verify_tip
-from bot.metrics import Metrics
-from bot.overrides import OverrideStore, pr_key, violations_fingerprint
-from bot.pins import DeployLog, PinStore
 from bot.preview import PreviewOptions, run_preview
-from bot.promote import Promoter
-from bot.puller_client import PullerClient
-from bot.queue import JobQueue
+from bot.server.metrics import Metrics
+from bot.server.queue import JobQueue
+from bot.server.web import create_app
 from bot.signatures import SignatureVerifier, TrustedKeys
-from bot.web import create_app
 from tests import gpgkit
 from tests.botkit import ROOT, _labels, deployment
 from tests.emulators.github import GitHubEmulator

@@ -1,4 +1,4 @@
-"""bot.ledger against real git, real gpg and real ssh-keygen signatures."""
+"""bot.deploy.ledger against real git, real gpg and real ssh-keygen signatures."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.gitops import Git
-from bot.ledger import (
+from bot.deploy.ledger import (
     BotSigner,
     Ledger,
     LedgerEntry,
@@ -19,6 +18,7 @@ from bot.ledger import (
     SigningConfig,
     verify_tip,
 )
+from bot.gitops import Git
 from bot.signatures import TrustedKeys
 from tests import gpgkit
 from tests.gpgkit import commit, git

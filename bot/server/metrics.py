@@ -20,7 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from bot.queue import DURATION_BUCKETS, JobQueue
+from bot.server.queue import DURATION_BUCKETS, JobQueue
 
 
 class Metrics:

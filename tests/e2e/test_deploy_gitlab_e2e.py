@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bot.deploy.ledger import verify_tip
 from bot.gitops import Git
-from bot.ledger import verify_tip
 from bot.signatures import TrustedKeys
 from tests import gpgkit
 from tests.botkit import SERVER_SECRETS

@@ -24,6 +24,17 @@ from bot.commands import (
     unknown_command_reply,
 )
 from bot.config.server import RepoSettings, ServerConfig
+from bot.deploy.live_diff import live_diffs
+from bot.deploy.live_report import render_live_section
+from bot.deploy.overrides import (
+    OverrideStore,
+    apply_override,
+    deny_violations,
+    pr_key,
+    violations_fingerprint,
+)
+from bot.deploy.promote import Promoter
+from bot.deploy.puller_client import PullerClient
 from bot.forge.base import Forge, PullRequest, RepoRef
 from bot.forge.webhooks import (
     CommentEvent,
@@ -33,18 +44,10 @@ from bot.forge.webhooks import (
     event_to_dict,
 )
 from bot.gitops import Git, GitError, Mirrors
-from bot.live_diff import live_diffs
 from bot.models import Report
-from bot.overrides import (
-    OverrideStore,
-    apply_override,
-    deny_violations,
-    pr_key,
-    violations_fingerprint,
-)
 from bot.preview import PreviewError, PreviewOptions, run_preview
-from bot.promote import Promoter
-from bot.publish import (
+from bot.report import render_markdown
+from bot.server.publish import (
     error_statuses,
     gate_statuses,
     pending_statuses,
@@ -53,11 +56,8 @@ from bot.publish import (
     upsert_commit_report,
     upsert_report,
 )
-from bot.puller_client import PullerClient
-from bot.queue import Job, JobQueue, NewJob
-from bot.report import render_markdown
-from bot.report.live import render_live_section
-from bot.worker import CancelToken, JobRunner, RetryableError
+from bot.server.queue import Job, JobQueue, NewJob
+from bot.server.worker import CancelToken, JobRunner, RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +453,7 @@ def build_forges(config: ServerConfig) -> dict[str, Forge]:
 
 
 def job_runner(config: ServerConfig) -> JobRunner:
-    """The handlers ``sluice serve``'s job process runs (see ``bot.serve``)."""
+    """The handlers ``sluice serve``'s job process runs (see ``bot.server.serve``)."""
     mirrors = Mirrors(config.data_dir / "mirrors")
     overrides = OverrideStore(config.db_path)
     cache_dir = config.data_dir / "cache"

@@ -23,7 +23,7 @@ Gates at the merge, and why they are computed this way:
 * approvals count distinct users who approved exactly the merged head SHA,
   never the PR author nor the bot; the number comes from the server config;
 * policy denials pass only with a ``/approve-policy`` recorded for that head SHA
-  and exactly these denials (``bot.overrides``).
+  and exactly these denials (``bot.deploy.overrides``).
 
 Ordering: one deploy per app at a time (an in-process lock per app, held from the
 ledger write until the puller has reported, which is enough because one job
@@ -51,23 +51,7 @@ from typing import Any
 
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
 from bot.config.server import RepoSettings, ServerConfig
-from bot.forge.base import Forge, ForgeError, PullRequest, RepoRef, StatusState
-from bot.gitops import GIT_TIMEOUT_S, ExportCache, Git, GitError, Mirrors, remote_env
-from bot.ledger import BotSigner, Ledger, LedgerEntry, LedgerError
-from bot.models import Report, overall_verdict
-from bot.overrides import OverrideStore, apply_override, pr_key, violations_fingerprint
-from bot.pins import DeployLog, DeployRecord, Pin, PinStore, repo_key
-from bot.preview import PreviewError, PreviewOptions, run_preview
-from bot.puller_client import (
-    AppStatus,
-    LastResult,
-    PullerClient,
-    PullerError,
-    PullerTimeout,
-    puller_event_problem,
-)
-from bot.render import affected_apps
-from bot.report.deploy import (
+from bot.deploy.comments import (
     Outcome,
     changed_anything,
     comment_notes,
@@ -77,9 +61,25 @@ from bot.report.deploy import (
     outcome_description,
     outcomes_line,
 )
+from bot.deploy.ledger import BotSigner, Ledger, LedgerEntry, LedgerError
+from bot.deploy.overrides import OverrideStore, apply_override, pr_key, violations_fingerprint
+from bot.deploy.pins import DeployLog, DeployRecord, Pin, PinStore, repo_key
+from bot.deploy.puller_client import (
+    AppStatus,
+    LastResult,
+    PullerClient,
+    PullerError,
+    PullerTimeout,
+    puller_event_problem,
+)
+from bot.forge.base import Forge, ForgeError, PullRequest, RepoRef, StatusState
+from bot.gitops import GIT_TIMEOUT_S, ExportCache, Git, GitError, Mirrors, remote_env
+from bot.models import Report, overall_verdict
+from bot.preview import PreviewError, PreviewOptions, run_preview
+from bot.render import affected_apps
 from bot.report.escape import code, one_line, text, truncate
+from bot.server.worker import RetryableError
 from bot.signatures import SignatureVerifier, TrustedKeys
-from bot.worker import RetryableError
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from bot.config.server import ServerConfig
-from bot.metrics import Metrics
-from bot.queue import JobQueue
-from bot.web import Readiness, create_app
-from bot.worker import JobRunner, WorkerPool
+from bot.server.metrics import Metrics
+from bot.server.queue import JobQueue
+from bot.server.web import Readiness, create_app
+from bot.server.worker import JobRunner, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def default_runner(config: ServerConfig) -> JobRunner:
-    """The application's job handlers (``bot.handlers.job_runner``)."""
-    from bot import handlers  # imported late: the HTTP process never needs it
+    """The application's job handlers (``bot.server.handlers.job_runner``)."""
+    from bot.server import handlers  # imported late: the HTTP process never needs it
 
     return handlers.job_runner(config)
 

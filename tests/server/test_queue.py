@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bot.forge.base import ForgeError
-from bot.queue import JobQueue, NewJob
-from bot.worker import CancelToken, JobCancelled, RetryableError, WorkerPool
+from bot.server.queue import JobQueue, NewJob
+from bot.server.worker import CancelToken, JobCancelled, RetryableError, WorkerPool
 
 
 class Clock:
@@ -194,7 +194,7 @@ def test_prune_forgets_old_finished_work(queue, clock):
 
 CRASHING_WORKER = """
 import os, sys
-from bot.queue import JobQueue
+from bot.server.queue import JobQueue
 queue = JobQueue(sys.argv[1])
 job = queue.claim("doomed-worker", lease_s=0.5)
 print(job.id, flush=True)
@@ -210,7 +210,7 @@ def test_a_job_claimed_by_a_crashed_process_is_run_again(tmp_path):
         [sys.executable, "-c", CRASHING_WORKER, str(db)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
         timeout=30,
     )
     assert crashed.returncode == 9 and crashed.stdout.split() == [str(job_id)]

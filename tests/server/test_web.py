@@ -25,12 +25,12 @@ from werkzeug.serving import make_server
 
 from bot.config.server import ServerConfig
 from bot.forge.webhooks import PullRequestEvent, event_from_dict, github_signature
-from bot.metrics import Metrics
-from bot.queue import JobQueue
-from bot.web import MAX_BODY_BYTES, create_app
+from bot.server.metrics import Metrics
+from bot.server.queue import JobQueue
+from bot.server.web import MAX_BODY_BYTES, create_app
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).parent / "data" / "webhooks"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parents[1] / "data" / "webhooks"
 GH_SECRET = "gh-hook-secret-4c1f9e"
 GH_TOKEN = "ghp_tokenvalue_never_logged_123456"
 GL_SECRET = "gl-hook-secret-77aa01"
@@ -339,8 +339,8 @@ SERVE_SCRIPT = """
 import os, sys
 from pathlib import Path
 from bot.config.server import ServerConfig
-from bot.serve import run
-from bot.worker import JobRunner
+from bot.server.serve import run
+from bot.server.worker import JobRunner
 
 
 def handle(job, token):
@@ -383,7 +383,7 @@ def readyz(url: str) -> int:
 def sluice_serve(
     tmp_path: Path, *args: str
 ) -> Iterator[tuple[str, JobQueue, Path, subprocess.Popen]]:
-    """Run ``bot.serve.run`` in a subprocess, as ``sluice serve`` would."""
+    """Run ``bot.server.serve.run`` in a subprocess, as ``sluice serve`` would."""
     script = tmp_path / "serve_app.py"
     script.write_text(textwrap.dedent(SERVE_SCRIPT))
     markers = tmp_path / "markers"

@@ -20,16 +20,16 @@ from kubernetes import client
 from werkzeug.serving import make_server
 
 from bot.config.server import ServerConfig
+from bot.deploy.live_diff import LiveDiff, withhold_secret_values
+from bot.deploy.live_report import render_live_section
+from bot.deploy.puller_client import PullerClient, PullerError, PullerUnknownApp
 from bot.forge.webhooks import parse_github
-from bot.handlers import job_runner
-from bot.live_diff import LiveDiff, withhold_secret_values
 from bot.models import ObjectChange
 from bot.puller.api import create_puller_app
-from bot.puller_client import PullerClient, PullerError, PullerUnknownApp
-from bot.queue import JobQueue
-from bot.report.live import render_live_section
-from bot.web import job_for
-from bot.worker import CancelToken
+from bot.server.handlers import job_runner
+from bot.server.queue import JobQueue
+from bot.server.web import job_for
+from bot.server.worker import CancelToken
 from tests import gpgkit
 from tests.emulators.github import GitHubEmulator
 from tests.pullerkit import SECRET_VALUE, TOKEN, Keys, World, make_keys, manifests, world

@@ -13,8 +13,8 @@ import binascii
 import contextlib
 from dataclasses import dataclass, replace
 
+from bot.deploy.puller_client import PullerClient, PullerError, PullerUnknownApp, PullerUnreachable
 from bot.models import K8sObject, ObjectChange, Report
-from bot.puller_client import PullerClient, PullerError, PullerUnknownApp, PullerUnreachable
 
 NOT_MANAGED = "not managed by the puller"
 WITHHELD = "(diff withheld: it would show a Secret value)\n"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.forge.base import ForgeError
-from bot.queue import Job, JobQueue
+from bot.server.queue import Job, JobQueue
 
 log = logging.getLogger(__name__)
 

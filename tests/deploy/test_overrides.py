@@ -10,15 +10,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from bot.forge.base import RepoRef
-from bot.models import AppReport, CommitCheck, PolicyResult, Report, SignatureReport, Violation
-from bot.overrides import (
+from bot.deploy.overrides import (
     OverrideStore,
     apply_override,
     deny_violations,
     pr_key,
     violations_fingerprint,
 )
+from bot.forge.base import RepoRef
+from bot.models import AppReport, CommitCheck, PolicyResult, Report, SignatureReport, Violation
 
 HEAD = "a" * 40
 NEW_HEAD = "b" * 40

@@ -7,8 +7,8 @@ fit is skipped, with a count, exactly like the main "Changes" section.
 
 from __future__ import annotations
 
+from bot.deploy.live_diff import LiveDiff
 from bot.diff import summarize
-from bot.live_diff import LiveDiff
 from bot.models import ObjectChange
 from bot.report.escape import code, code_block, html_code, text, truncate
 

@@ -1,6 +1,6 @@
 """The deploy, hold and drift comments the bot posts for merge-to-deploy.
 
-Only text: ``bot.promote`` decides what happened and when to post.
+Only text: ``bot.deploy.promote`` decides what happened and when to post.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bot.deploy.puller_client import LastResult
 from bot.forge.base import StatusState
-from bot.puller_client import LastResult
 from bot.report.escape import code, code_block, one_line, text, truncate
 
 MAX_DRIFT_COMMENT_CHARS = 60_000

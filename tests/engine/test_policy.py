@@ -14,7 +14,7 @@ from bot.policy import make_engine, policy_sources, run_policy_tests
 from bot.policy.engine import EmbeddedEngine
 from tests.emulators.opa import OpaEmulator
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LIBRARY = {f"policies/{p.name}": p.read_text() for p in sorted((REPO / "policies").glob("*.rego"))}
 APP = {"name": "web-prod", "path": "apps/web", "namespace": "web"}
 LABELS = {"app.kubernetes.io/name": "web", "app.kubernetes.io/instance": "web-prod"}

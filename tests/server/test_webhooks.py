@@ -28,7 +28,7 @@ from bot.forge.webhooks import (
     verify_gitlab_token,
 )
 
-DATA = Path(__file__).parent / "data" / "webhooks"
+DATA = Path(__file__).parents[1] / "data" / "webhooks"
 SECRET = "It's a Secret to Everybody"
 
 

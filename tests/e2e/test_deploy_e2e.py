@@ -20,8 +20,8 @@ from collections.abc import Iterator
 import kubernetes.client
 import pytest
 
+from bot.deploy.ledger import LedgerEntry, verify_tip
 from bot.gitops import Git
-from bot.ledger import LedgerEntry, verify_tip
 from bot.signatures import TrustedKeys
 from tests.botkit import SERVER_SECRETS, wait_for
 from tests.deploykit import (

@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from bot.queue import JobQueue
 from bot.report import MARKER
+from bot.server.queue import JobQueue
 from tests.botkit import (
     GH_TOKEN,
     GL_SECRET,

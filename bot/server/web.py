@@ -15,6 +15,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from bot.config.server import ServerConfig
+from bot.deploy.puller_client import puller_event_problem
 from bot.forge import webhooks
 from bot.forge.webhooks import (
     CommentEvent,
@@ -24,9 +25,8 @@ from bot.forge.webhooks import (
     Unsupported,
     WebhookError,
 )
-from bot.metrics import Metrics
-from bot.puller_client import puller_event_problem
-from bot.queue import JobQueue, NewJob
+from bot.server.metrics import Metrics
+from bot.server.queue import JobQueue, NewJob
 
 log = logging.getLogger(__name__)
 

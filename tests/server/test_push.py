@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from bot.config.server import ServerConfig
+from bot.deploy.overrides import OverrideStore
 from bot.forge.base import ForgeError
 from bot.forge.github import GitHubForge
 from bot.forge.gitlab import GitLabForge
@@ -32,13 +33,12 @@ from bot.forge.webhooks import (
     parse_gitlab,
 )
 from bot.gitops import Mirrors
-from bot.handlers import NO_DEPLOYS_NOTE, BotHandlers
-from bot.overrides import OverrideStore
-from bot.publish import upsert_commit_report
-from bot.queue import JobQueue
 from bot.report import MARKER
-from bot.web import job_for
-from bot.worker import CancelToken
+from bot.server.handlers import NO_DEPLOYS_NOTE, BotHandlers
+from bot.server.publish import upsert_commit_report
+from bot.server.queue import JobQueue
+from bot.server.web import job_for
+from bot.server.worker import CancelToken
 from tests.botkit import (
     GH_TOKEN,
     GL_TOKEN,
@@ -55,7 +55,7 @@ from tests.gpgkit import make_ssh_key
 
 pytestmark = pytest.mark.timeout(120)
 
-DATA = Path(__file__).parent / "data" / "webhooks"
+DATA = Path(__file__).parents[1] / "data" / "webhooks"
 BOT = "sluice-bot"
 REPO = "acme/gitops"
 CONTEXTS = {"sluice/preview", "sluice/policy", "sluice/signatures"}

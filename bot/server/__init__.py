@@ -1,0 +1,1 @@
+"""The webhook bot (`sluice serve`): intake, durable jobs, workers, handlers, publishing, metrics."""
