@@ -33,7 +33,7 @@ from bot.deploy.overrides import (
     pr_key,
     violations_fingerprint,
 )
-from bot.deploy.gates import Promoter
+from bot.deploy.promoter import Promoter
 from bot.deploy.puller_client import PullerClient
 from bot.forge.base import Forge, PullRequest, RepoRef
 from bot.forge.webhooks import (

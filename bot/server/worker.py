@@ -17,18 +17,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.errors import RetryableError
 from bot.forge.base import ForgeError
 from bot.server.queue import Job, JobQueue
 
+__all__ = ["CancelToken", "JobCancelled", "JobRunner", "RetryableError", "WorkerPool"]
+
 log = logging.getLogger(__name__)
-
-
-class RetryableError(Exception):
-    """A transient failure: run the job again later (``delay_s`` overrides the backoff)."""
-
-    def __init__(self, message: str, *, delay_s: float | None = None):
-        super().__init__(message)
-        self.delay_s = delay_s
 
 
 class JobCancelled(Exception):

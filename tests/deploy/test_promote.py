@@ -34,7 +34,7 @@ from bot.config.server import RepoSettings, ServerConfig
 from bot.deploy.ledger import BotSigner, Ledger, SigningConfig, verify_tip
 from bot.deploy.overrides import OverrideStore, pr_key, violations_fingerprint
 from bot.deploy.pins import DeployLog, PinStore
-from bot.deploy.gates import Promoter
+from bot.deploy.promoter import Promoter
 from bot.deploy.puller_client import PullerClient
 from bot.forge.base import RepoRef
 from bot.forge.github import GitHubForge

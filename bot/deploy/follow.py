@@ -1,0 +1,110 @@
+"""Waking and following the puller, and reporting what it did on the pull request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.deploy.comments import Outcome, comment_notes, deploy_comment, outcome_description
+from bot.deploy.desk import DeployDesk
+from bot.deploy.puller_client import AppStatus, LastResult, PullerError, PullerTimeout
+from bot.forge.base import Forge, PullRequest
+from bot.report.escape import code
+
+#: Picks, from an app's status, the result being waited for (None: not there yet).
+ResultPicker = Callable[[AppStatus], LastResult | None]
+
+
+@dataclass
+class PullerFollower:
+    """Wakes the puller for some apps, waits for their results, reports them on a PR."""
+
+    desk: DeployDesk
+
+    def follow(
+        self,
+        forge: Forge,
+        pr: PullRequest,
+        ledger_commit: str,
+        apps: list[str],
+        *,
+        status_sha: str,
+        notes: list[str] | None = None,
+        heading: str | None = None,
+    ) -> list[Outcome]:
+        """Wake the puller for ``apps``, wait until it ran ``ledger_commit``, report on ``pr``."""
+
+        def ran(status: AppStatus) -> LastResult | None:
+            # Newest first. A wake-up that finds the deploy done already adds a "sync"
+            # result after it: the deploy's own result is the one to report.
+            results = [status.last_result, *status.history] if status.last_result else []
+            return next((r for r in results if r.ledger_commit == ledger_commit
+                         and r.action != "sync"), None)  # fmt: skip
+
+        title = heading or f"### 🚀 Sluice deploy of {code(status_sha[:12])}"
+        return self.wake_and_report(
+            forge, pr, apps, lambda _app: ran, status_sha, title, ledger_commit, notes or []
+        )
+
+    def wake_and_report(
+        self,
+        forge: Forge,
+        pr: PullRequest,
+        apps: list[str],
+        result_for: Callable[[str], ResultPicker],
+        status_sha: str,
+        title: str,
+        ledger_commit: str | None,
+        notes: list[str],
+    ) -> list[Outcome]:
+        desk = self.desk
+        where = f" (ledger commit {code(ledger_commit[:12])})" if ledger_commit else ""
+        if desk.puller is None:
+            for app in apps:
+                desk.status(forge, pr.repo, status_sha, app, "pending",
+                            "approved in the ledger; waiting for the puller's next cycle")  # fmt: skip
+            body = [title, "", f"Approved in the ledger{where}. No puller URL is configured, so "
+                    "the puller picks it up on its next cycle and reports back.", *comment_notes(notes)]  # fmt: skip
+            forge.create_comment(pr, "\n".join(body))
+            return []
+        for app in apps:
+            desk.status(forge, pr.repo, status_sha, app, "pending",
+                        f"approved{' in ledger ' + ledger_commit[:12] if ledger_commit else ''}; "
+                        "the puller is deploying")  # fmt: skip
+        outcomes = [self._follow_one(app, result_for(app)) for app in apps]
+        for outcome in outcomes:
+            desk.status(forge, pr.repo, status_sha, outcome.app, outcome.state,
+                        outcome_description(outcome))  # fmt: skip
+            if ledger_commit and outcome.result is not None:
+                record = desk.deploy_log.get(outcome.app, ledger_commit)
+                if record is not None:
+                    desk.deploy_log.mark_reported(record.id)
+        forge.create_comment(pr, deploy_comment(title, where, outcomes, notes))
+        return outcomes
+
+    def last_result(self, app: str) -> LastResult | None:
+        """The puller's latest result for ``app``; None when it has none or cannot say."""
+        assert self.desk.puller is not None
+        try:
+            status = self.desk.puller.app(app)
+        except PullerError:
+            return None
+        return status.last_result if status else None
+
+    def _follow_one(self, app: str, result: ResultPicker) -> Outcome:
+        """Wake the puller for ``app`` and wait until ``result`` picks what it awaits."""
+        puller = self.desk.puller
+        assert puller is not None
+        try:
+            puller.wake(app)
+            status = puller.follow(
+                app, lambda s: result(s) is not None, timeout_s=self.desk.follow_timeout_s,
+                poll_s=self.desk.poll_s,
+            )  # fmt: skip
+        except PullerTimeout as exc:
+            phase = f" (last phase: {exc.last.phase})" if exc.last else ""
+            return Outcome(app, None, problem=f"timed out waiting for the puller{phase}; it "
+                           "reports back when it finishes")  # fmt: skip
+        except PullerError as exc:
+            return Outcome(app, None, problem=str(exc))
+        return Outcome(app, result(status), status.health)
