@@ -88,6 +88,9 @@ class Violation:
     kind: str | None = None
     namespace: str | None = None
     name: str | None = None
+    # True: not present on the base render; False: already there; None: unknown
+    # (the base did not render or has no such app). Never part of the gate.
+    new: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +100,7 @@ class Violation:
             "kind": self.kind,
             "namespace": self.namespace,
             "name": self.name,
+            "new": self.new,
         }
 
 
@@ -124,6 +128,9 @@ class CommitCheck:
     signer: str = ""
     fingerprint: str = ""
     detail: str = ""
+    # The commit's subject line and author ("Name <email>"), for the report.
+    subject: str = ""
+    author: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +139,8 @@ class CommitCheck:
             "method": self.method,
             "signer": self.signer,
             "fingerprint": self.fingerprint,
+            "subject": self.subject,
+            "author": self.author,
         }
 
 

@@ -13,10 +13,7 @@ import contextlib
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,8 @@ from bot.render.manifests import (
     load_manifests,
     load_yaml_document,
 )
+from bot.render.sandbox import Sandbox
+from bot.render.sandbox import run as run_sandboxed
 from bot.render.tree import ExportTree
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -351,52 +350,26 @@ def run_kustomize(
     limits: RenderLimits,
     deadline: float,
     sensitive: frozenset[str] = frozenset(),
+    sandbox: Sandbox | None = None,
 ) -> bytes:
-    """``kubectl kustomize`` of ``directory`` in a scrubbed, offline environment."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise RenderError(f"{directory}: render timed out after {limits.timeout_s:g}s")
+    """``kubectl kustomize`` of ``directory`` in a confined, offline child (bot.render.sandbox)."""
     target = tree.real(directory, directory)
-    with tempfile.TemporaryDirectory(prefix="sluice-kustomize-") as home:
-        env = {
-            "HOME": home,
-            "KUBECONFIG": os.devnull,
-            # An empty PATH: kustomize needs no other program (no git, no helm).
-            "PATH": home,
-            "TMPDIR": home,
-            "XDG_CONFIG_HOME": home,
-            "XDG_CACHE_HOME": home,
-            "KUSTOMIZE_PLUGIN_HOME": home,
-            "LC_ALL": "C",
-            # A render lives ~100 ms: garbage collection cost a third of its CPU. The
-            # memory limit brings the collector back for an unusually large render.
-            "GOGC": "off",
-            "GOMEMLIMIT": "1GiB",
-        }
-        command = [
-            kubectl,
-            "kustomize",
-            "--load-restrictor",
-            "LoadRestrictionsRootOnly",
-            # The defaults already; spelled out so no kubectl default change can enable them.
-            "--enable-alpha-plugins=false",
-            "--enable-helm=false",
-            "--network=false",
-            str(target),
-        ]
-        try:
-            proc = subprocess.run(
-                command,
-                cwd=home,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=remaining,
-            )
-        except subprocess.TimeoutExpired:
-            raise RenderError(
-                f"{directory}: render timed out after {limits.timeout_s:g}s"
-            ) from None
+    command = [
+        kubectl,
+        "kustomize",
+        "--load-restrictor",
+        "LoadRestrictionsRootOnly",
+        # The defaults already; spelled out so no kubectl default change can enable them.
+        "--enable-alpha-plugins=false",
+        "--enable-helm=false",
+        "--network=false",
+        str(target),
+    ]
+    # GOGC=off with a GOMEMLIMIT (sandbox.go_env): a render lives ~100 ms and garbage
+    # collection cost a third of its CPU; the limit brings the collector back in time.
+    proc = run_sandboxed(
+        command, subject=directory, limits=limits, deadline=deadline, sandbox=sandbox
+    )
     if proc.returncode != 0:
         raise RenderError(
             f"{directory}: kustomize failed: {_clean_error(proc.stderr, tree, sensitive)}"

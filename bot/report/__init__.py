@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from bot.models import Report
+from bot.report.context import Approvals, CommentContext, forge_budget
 from bot.report.markdown import DEFAULT_BUDGET, MARKER, headline, render_markdown
 
 
@@ -16,4 +17,13 @@ def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
 
 
-__all__ = ["DEFAULT_BUDGET", "MARKER", "headline", "render_markdown", "to_json"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "MARKER",
+    "Approvals",
+    "CommentContext",
+    "forge_budget",
+    "headline",
+    "render_markdown",
+    "to_json",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones
 # that can start Markdown syntax somewhere in a line or a table cell.
@@ -16,10 +17,29 @@ _ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;"}
 _ZERO_WIDTH_SPACE = "\u200b"
 _BACKTICK_RUN = re.compile(r"`+")
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
+# A login the forge would accept; anything else is never written as a live mention.
+_LOGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9_])?(?:\[bot\])?$")
+# Emoji sequences need the zero-width joiner; every other format character is shown.
+_KEEP_FORMAT = {"\u200d"}
+
+
+def visible(value: str, *, keep_tabs: bool = False) -> str:
+    """``value`` with invisible format and control characters (bidi overrides such as
+    U+202E, zero-width spaces, BOM) written out as ``‹U+202E›``, so a name reads as
+    the bytes it holds."""
+    out: list[str] = []
+    for ch in value:
+        if ch in "\n\r" or (keep_tabs and ch == "\t") or ch in _KEEP_FORMAT:
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cf", "Cc", "Co", "Cs"):
+            out.append(f"‹U+{ord(ch):04X}›")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def one_line(value: str) -> str:
-    return _LINE_BREAKS.sub(" ", value)
+    return _LINE_BREAKS.sub(" ", visible(value))
 
 
 def truncate(value: str, limit: int) -> str:
@@ -59,7 +79,27 @@ def code(value: str, *, in_table: bool = False) -> str:
 
 def html_code(value: str) -> str:
     """``<code>`` for use inside raw HTML such as ``<summary>``."""
-    return f"<code>{html.escape(one_line(value), quote=True)}</code>"
+    return f"<code>{html_text(value)}</code>"
+
+
+def html_text(value: str) -> str:
+    """Text inside raw HTML (``<summary>``): HTML-escaped, not Markdown-escaped (a
+    backslash would show), with mentions kept inert the same way as :func:`text`."""
+    return html.escape(one_line(value), quote=True).replace("@", "@" + _ZERO_WIDTH_SPACE)
+
+
+def mention(login: str) -> str:
+    """A live ``@login`` for the person a reply is addressed to, if it is a plausible
+    login; anything else is shown inert as code."""
+    if _LOGIN.match(login):
+        return f"@{login}"
+    return code(login)
+
+
+def reply(login: str, body: str) -> str:
+    """A chat-ops reply: the mention on its own line, then ``body`` (trusted Markdown
+    whose untrusted parts are already escaped)."""
+    return f"{mention(login)}\n\n{body.strip()}\n"
 
 
 def fence_for(body: str, char: str = "`") -> str:
@@ -69,6 +109,7 @@ def fence_for(body: str, char: str = "`") -> str:
 
 
 def code_block(body: str, info: str = "") -> str:
+    body = visible(body, keep_tabs=True)
     fence = fence_for(body)
     if body and not body.endswith("\n"):
         body += "\n"

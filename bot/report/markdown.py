@@ -1,34 +1,53 @@
 """The PR comment: one Markdown document rendered from a :class:`Report`.
 
-The comment must fit the forge's size limit (GitHub: 65,536 characters). Headline,
-errors, summary and policy violations are placed first and always fit; object
-diffs fill what is left, cut only between objects, and the comment says what it
-left out.
+Layout, in this order: freshness note, verdict, what blocks (render errors, deny
+violations, signature problems), next steps, summary table, changes per app,
+warnings, and a footer linking the full report and saying when the comment was made.
+
+The comment fits the forge's limit (:mod:`bot.report.context`). Room is handed out
+by importance, not by position: blockers first (they always show), then the next
+steps, the summary (blocking rows always), warnings, and the diffs last. Whatever
+does not fit is named and is one click away in the full report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from datetime import UTC
 
-from bot.diff import summarize
-from bot.models import AppReport, CommitCheck, ObjectChange, Report, Violation
-from bot.report.escape import code, code_block, html_code, text, truncate
+from bot.models import Report
+from bot.report import fit
+from bot.report.changes import render_changes
+from bot.report.context import CommentContext
+from bot.report.escape import code, code_block, text, truncate
+from bot.report.state import (
+    POLICY_STATE,
+    Found,
+    bad_commits,
+    headline_words,
+    is_blocking,
+    override_note,
+    policy_state,
+    render_errors,
+    violations,
+)
+from bot.report.words import change_counts, plural, short_sha
 
 MARKER = "<!-- sluice:report -->"
-DEFAULT_BUDGET = 65_000
+DEFAULT_BUDGET = 65_536
 # Below this not even a headline and one line per section can be promised.
 MIN_BUDGET = 2_000
-
 VERDICT_EMOJI = {"pass": "✅", "warn": "⚠️", "fail": "❌", "error": "🛑"}
 SIGNATURE_EMOJI = {"pass": "✅", "fail": "❌", "skipped": "⏭️"}
-SEVERITY_EMOJI = {"deny": "❌", "warn": "⚠️"}
-
 ERROR_TEXT_LIMIT = 2_000
 MESSAGE_LIMIT = 500
-# Room kept for the closing "what was left out" note.
-_OMISSION_NOTE_RESERVE = 300
-_APP_NOTE_RESERVE = 80
+# More apps than this: passing and unchanged rows collapse into one <details>.
+COLLAPSE_AT = 10
+# The warnings table never takes more than this share of what the diffs could use.
+WARNINGS_SHARE = 0.25
+VIOLATION_HEADER = "| App | Rule | Object | Message | Origin |\n| --- | --- | --- | --- | --- |\n"
+BLOCKERS_HEADING = "### What blocks this PR\n\n"
+OVERRIDDEN_HEADING = "### Accepted by a policy owner\n\n"
+SUMMARY_HEADER = "| App | Status | Changes | Policy |\n| --- | --- | --- | --- |\n"
 
 
 def render_markdown(
@@ -37,131 +56,179 @@ def render_markdown(
     budget: int = DEFAULT_BUDGET,
     title: str = "Sluice preview",
     extra: list[str] | None = None,
+    context: CommentContext | None = None,
 ) -> str:
     """The comment body for ``report``, at most ``budget`` characters long.
 
     ``extra`` holds trusted Markdown paragraphs (written by Sluice itself, e.g. a
-    command hint) appended at the end; they count against the budget."""
+    command hint) placed before the footer; they count against the budget."""
     if budget < MIN_BUDGET:
         raise ValueError(f"budget must be at least {MIN_BUDGET} characters, got {budget}")
-    head = f"{MARKER}\n{headline(report, title)}\n\n{_override_note(report)}"
-    tail = "".join(f"{paragraph.rstrip()}\n\n" for paragraph in extra or [])
-    avail = budget - len(head) - len(tail) - _OMISSION_NOTE_RESERVE
-    if avail < 0:
+    ctx = context or CommentContext()
+    head = f"{MARKER}\n{_freshness(report, ctx)}{headline(report, title)}\n\n"
+    tail = "".join(f"{paragraph.rstrip()}\n\n" for paragraph in extra or []) + _footer(report, ctx)
+    room = budget - len(head) - len(tail)
+    if room < 0:
         raise ValueError("the extra paragraphs do not fit in the comment budget")
 
-    sections = [
-        _Section(_summary_heading(report), _summary_rows(report), _more("apps"), always=True),
-        _Section("### 🛑 Errors\n\n", _error_items(report), _more("errors")),
-        _Section(
-            "### Policy violations\n\n"
-            "| Severity | App | Rule | Object | Message |\n| --- | --- | --- | --- | --- |\n",
-            _violation_rows(report),
-            _more("violations"),
-        ),
-        _Section(
-            "### Signature problems\n\n"
-            "| Commit | Status | Method | Signer |\n| --- | --- | --- | --- |\n",
-            _signature_rows(report.signatures.commits),
-            _more("commits"),
-        ),
-    ]
-    if avail < sum(s.minimum() for s in sections):
-        raise ValueError(f"a budget of {budget} characters cannot hold this report's summary")
-    rendered: list[str] = []
-    for i, section in enumerate(sections):
-        out = section.fit(avail - sum(s.minimum() for s in sections[i + 1 :]))
-        rendered.append(out)
-        avail -= len(out)
-    summary, errors, violations, signatures = rendered
-
-    diffs, omitted_changes, omitted_apps = _diff_sections(report, avail)
-    note = ""
-    if omitted_changes:
-        note = (
-            f"… {omitted_changes} more object {_plural(omitted_changes, 'diff')} in "
-            f"{omitted_apps} {_plural(omitted_apps, 'app')} omitted (budget); run "
-            "`sluice preview` locally or see the JSON report\n\n"
-        )
-    return head + errors + summary + diffs + note + violations + signatures + tail
+    summary_rows, collapsed_rows = _summary_rows(report)
+    parts = _Parts(report, ctx)
+    blocks = parts.blocker_sections()
+    minimums = sum(fit.minimum(h, r, m) for h, r, m in blocks)
+    summary_min = len(_summary_intro(report)) + fit.minimum(
+        SUMMARY_HEADER, summary_rows, parts.more("app")
+    )
+    placed: list[str] = []
+    if any(rows for _, rows, _ in blocks):
+        failing = report.verdict in ("fail", "error")
+        placed.append(BLOCKERS_HEADING if failing else OVERRIDDEN_HEADING)
+        room -= len(placed[0])
+    if room < minimums + summary_min:
+        raise ValueError(f"a budget of {budget} characters cannot hold this report's blockers")
+    for i, (heading, rows, more) in enumerate(blocks):
+        later = sum(fit.minimum(h, r, m) for h, r, m in blocks[i + 1 :]) + summary_min
+        out = fit.fit_rows(heading, rows, more, room - later)
+        placed.append(out)
+        room -= len(out)
+    blockers = "".join(placed)
+    steps = _next_steps(report, ctx)
+    steps = steps if len(steps) <= room - summary_min else ""
+    room -= len(steps)
+    summary = _summary(report, summary_rows, collapsed_rows, parts, room)
+    room -= len(summary)
+    warn_rows = [_violation_row(f) for f in violations(report, "warn")]
+    warnings = fit.fit_rows(
+        "### Warnings\n\n" + VIOLATION_HEADER,
+        warn_rows,
+        parts.more("warning"),
+        int(room * WARNINGS_SHARE),
+    )
+    if warn_rows and not warnings:
+        warnings = f"### Warnings\n\n{parts.more('warning')(len(warn_rows))}"
+        warnings = warnings if len(warnings) <= room else ""
+    room -= len(warnings)
+    changes = render_changes(report, room, ctx.full_report())
+    return head + blockers + steps + summary + changes + warnings + tail
 
 
 def headline(report: Report, title: str) -> str:
     """One line: emoji, verdict in words, and the compared range."""
     emoji = VERDICT_EMOJI.get(report.verdict, "🛑")
-    if report.verdict == "pass":
-        words = "passed"
-    elif report.verdict == "warn":
-        words = "passed with warnings"
-    elif report.verdict == "fail":
-        gates = _failed_gates(report)
-        words = f"{_join_words(gates) if gates else 'checks'} failed"
-    else:
-        words = "error"
     return (
-        f"{emoji} **{text(title)}: {words}** for "
-        f"{code(_short_ref(report.base))}…{code(_short_ref(report.head))}"
+        f"{emoji} **{text(title)}: {headline_words(report)}** for "
+        f"{code(short_sha(report.base))}…{code(short_sha(report.head))}"
     )
 
 
-def _override_note(report: Report) -> str:
-    override = report.override
-    if not override:
+def _freshness(report: Report, ctx: CommentContext) -> str:
+    if not ctx.previewing or ctx.previewing == report.head:
         return ""
-    by = str(override.get("by") or "unknown")
-    reason = truncate(str(override.get("reason") or ""), MESSAGE_LIMIT)
     return (
-        f"🔓 **Policy override** by {code(by)} for {code(_short_ref(str(override.get('head', ''))))}"
-        f": {text(reason) or '(no reason given)'}\n\n"
+        f"> ⏳ **Out of date:** Sluice is previewing the new head {code(short_sha(ctx.previewing))};"
+        f" this report is for {code(short_sha(report.head))}.\n\n"
     )
 
 
-def _failed_gates(report: Report) -> list[str]:
-    gates = []
-    if any(app.status == "error" for app in report.apps):
-        gates.append("render")
-    if any(app.policy.verdict in ("fail", "error") for app in report.apps):
-        gates.append("policy")
-    if report.signatures.verdict == "fail":
-        gates.append("signatures")
-    return gates
+def _footer(report: Report, ctx: CommentContext) -> str:
+    bits = []
+    if ctx.report_url:
+        bits.append(f"📄 [Full report]({ctx.report_url}) (every diff, the JSON)")
+    made = f"for {code(short_sha(report.head))}"
+    if ctx.made_at is not None:
+        made = f"{ctx.made_at.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')} {made}"
+    bits.append(f"made {made}")
+    return "<sub>" + " · ".join(bits) + "</sub>\n"
 
 
-@dataclass(frozen=True)
-class _Section:
-    """A heading and rows that must fit: rows are dropped from the end, with a count."""
+class _Parts:
+    def __init__(self, report: Report, ctx: CommentContext) -> None:
+        self.report = report
+        self.ctx = ctx
 
-    heading: str
-    rows: list[str]
-    more: Callable[[int], str]
-    always: bool = False  # show the heading even without rows
+    def more(self, noun: str):
+        full = self.ctx.full_report()
+        return lambda n: f"_… {plural(n, 'more ' + noun)} not shown here: all in {full}._\n\n"
 
-    def minimum(self) -> int:
-        if not self.rows:
-            return len(self.heading) if self.always else 0
-        return len(self.heading) + len(self.more(len(self.rows))) + 1
-
-    def fit(self, limit: int) -> str:
-        if not self.rows:
-            return self.heading if self.always else ""
-        full = self.heading + "".join(self.rows) + "\n"
-        if len(full) <= limit:
-            return full
-        room = limit - len(self.heading) - len(self.more(len(self.rows))) - 1
-        kept: list[str] = []
-        for row in self.rows:
-            if len(row) > room:
-                break
-            kept.append(row)
-            room -= len(row)
-        return self.heading + "".join(kept) + "\n" + self.more(len(self.rows) - len(kept))
-
-
-def _more(noun: str) -> Callable[[int], str]:
-    return lambda n: f"_… {n} more {noun} not shown (budget); see the JSON report_\n\n"
+    def blocker_sections(self) -> list[tuple[str, list[str], object]]:
+        report = self.report
+        errors = [
+            f"**{text(label)}:**\n\n{code_block(truncate(message, ERROR_TEXT_LIMIT), 'text')}\n"
+            for label, message in render_errors(report)
+        ]
+        denies = [_violation_row(f, report) for f in violations(report, "deny")]
+        deny_heading = "**Policy denies**"
+        if report.override:
+            deny_heading += f" — 🔓 **Policy override:** {text(override_note(report))}"
+        commits = [_signature_row(c) for c in bad_commits(report)]
+        return [
+            ("**Errors**\n\n", errors, self.more("error")),
+            (deny_heading + "\n\n" + VIOLATION_HEADER, denies, self.more("deny violation")),
+            (
+                "**Signature problems**\n\n"
+                "| Commit | Subject | Author | Problem | Key |\n| --- | --- | --- | --- | --- |\n",
+                commits,
+                self.more("commit"),
+            ),
+        ]
 
 
-def _summary_heading(report: Report) -> str:
+def _violation_row(found: Found, report: Report | None = None) -> str:
+    v = found.violation
+    origin = {"new": "🆕 new", "existing": "existing on base"}.get(found.origin, found.origin)
+    if report is not None and report.override and v.severity == "deny":
+        origin += " · 🔓 overridden"
+    obj = code(found.object, in_table=True) if found.object else "—"
+    return (
+        f"| {code(found.app, in_table=True)} | {code(v.rule, in_table=True)} | {obj} "
+        f"| {text(truncate(v.msg, MESSAGE_LIMIT))} | {origin} |\n"
+    )
+
+
+def _signature_row(c) -> str:
+    key = "—"
+    if c.fingerprint:
+        key = f"{text(c.method)} {code(c.fingerprint, in_table=True)}"
+    elif c.method != "none":
+        key = text(c.method)
+    if c.signer:
+        key += f" ({code(c.signer, in_table=True)})"
+    return (
+        f"| {code(c.sha[:7], in_table=True)} | {text(truncate(c.subject, 120)) or '—'} "
+        f"| {text(truncate(c.author, 120)) or '—'} | {text(c.status)} | {key} |\n"
+    )
+
+
+def _next_steps(report: Report, ctx: CommentContext) -> str:
+    steps = []
+    if render_errors(report):
+        steps.append("Fix the errors above and push; nothing can merge while an app fails.")
+    open_denies = [f for f in violations(report, "deny") if not report.override]
+    if open_denies:
+        who = f" ({text(ctx.approve_policy_who)})" if ctx.approve_policy_who else ""
+        steps.append(
+            "Fix the denied objects and push, or accept them for this exact head: comment "
+            f"`/approve-policy <reason>`{who}."
+        )
+    bad = bad_commits(report)
+    if bad:
+        listed = ", ".join(
+            f"{code(c.sha[:7])} {text(truncate(c.subject, 60))}".rstrip() for c in bad[:10]
+        )
+        more = f" and {len(bad) - 10:,} more" if len(bad) > 10 else ""
+        steps.append(f"Re-sign with a trusted key and force-push: {listed}{more}.")
+    if ctx.approvals is not None:
+        a = ctx.approvals
+        missing = max(a.required - a.given, 0)
+        steps.append(
+            f"Approvals needed for merge: {missing} of {a.required}, for {code(a.sha[:12])}"
+            + (" (a new push needs new approvals)." if missing else " (done).")
+        )
+    if not steps:
+        return ""
+    return "### Next steps\n\n" + "".join(f"- {s}\n" for s in steps) + "\n"
+
+
+def _summary_intro(report: Report) -> str:
     sig = report.signatures
     emoji = SIGNATURE_EMOJI.get(sig.verdict, "🛑")
     if sig.verdict == "skipped":
@@ -169,132 +236,46 @@ def _summary_heading(report: Report) -> str:
     else:
         n = len(sig.commits)
         signatures = (
-            f"{emoji} {sig.verdict} · {n} {_plural(n, 'commit')} checked (mode {code(sig.mode)})"
+            f"{emoji} {sig.verdict} · {plural(n, 'commit')} checked (mode {code(sig.mode)})"
         )
+    notes = "".join(f"- {text(truncate(n, MESSAGE_LIMIT))}\n" for n in getattr(report, "notes", []))
+    notes = notes + "\n" if notes else ""
     if not report.apps:
-        return f"No app is affected by this change.\n\n**Signatures:** {signatures}\n\n"
-    return (
-        f"**Signatures:** {signatures}\n\n"
-        "| App | Status | Created | Updated | Deleted | Policy |\n"
-        "| --- | --- | ---: | ---: | ---: | --- |\n"
-    )
+        return f"### Summary\n\nNo app is affected by this change.\n\n{notes}**Signatures:** {signatures}\n\n"
+    return f"### Summary\n\n{notes}**Signatures:** {signatures}\n\n"
 
 
-def _summary_rows(report: Report) -> list[str]:
-    rows = []
+def _summary_rows(report: Report) -> tuple[list[str], list[str]]:
+    """(rows always shown, rows collapsed when there are many apps)."""
+    shown, collapsed = [], []
+    many = len(report.apps) > COLLAPSE_AT
     for app in report.apps:
-        counts = summarize(app.changes)
-        policy = app.policy.verdict
-        rows.append(
-            f"| {code(app.name, in_table=True)} | {text(app.status)} | {counts['create']} "
-            f"| {counts['update']} | {counts['delete']} "
-            f"| {VERDICT_EMOJI.get(policy, '🛑')} {text(policy)} |\n"
+        row = (
+            f"| {code(app.name, in_table=True)} | {text(app.status)} "
+            f"| {text(change_counts(app.changes)) or '—'} "
+            f"| {POLICY_STATE.get(policy_state(app, report), '🛑 error')} |\n"
         )
-    return rows
+        (collapsed if many and not is_blocking(app) else shown).append(row)
+    return shown, collapsed
 
 
-def _error_items(report: Report) -> list[str]:
-    items = [_error_item("Report", message) for message in report.errors]
-    for app in report.apps:
-        if app.error:
-            items.append(_error_item(f"Render error in {code(app.name)}", app.error))
-        if app.policy.error:
-            items.append(_error_item(f"Policy error in {code(app.name)}", app.policy.error))
-    return items
-
-
-def _error_item(label: str, message: str) -> str:
-    return f"**{label}:**\n\n{code_block(truncate(message, ERROR_TEXT_LIMIT), 'text')}\n"
-
-
-def _violation_rows(report: Report) -> list[str]:
-    found: list[tuple[AppReport, Violation]] = [
-        (app, v) for app in report.apps for v in app.policy.violations
-    ]
-    # Denials first; stable otherwise, so the order follows the report.
-    found.sort(key=lambda av: av[1].severity != "deny")
-    return [
-        f"| {SEVERITY_EMOJI.get(v.severity, '')} {text(v.severity)} "
-        f"| {code(app.name, in_table=True)} | {code(v.rule, in_table=True)} "
-        f"| {_violation_object(v)} | {text(truncate(v.msg, MESSAGE_LIMIT))} |\n"
-        for app, v in found
-    ]
-
-
-def _violation_object(v: Violation) -> str:
-    if not (v.kind or v.name):
-        return "—"
-    name = f"{v.namespace}/{v.name}" if v.namespace else (v.name or "")
-    return code(f"{v.kind or '?'} {name}".strip(), in_table=True)
-
-
-def _signature_rows(commits: list[CommitCheck]) -> list[str]:
-    return [
-        f"| {code(c.sha[:7], in_table=True)} | {text(c.status)} | {text(c.method)} "
-        f"| {code(c.signer, in_table=True) if c.signer else '—'} |\n"
-        for c in commits
-        if c.status != "valid"
-    ]
-
-
-def _diff_sections(report: Report, avail: int) -> tuple[str, int, int]:
-    """The ``<details>`` sections that fit in ``avail`` characters, and how many
-    object diffs (in how many apps) were left out.
-
-    Objects are taken in order; one that does not fit is skipped, so a single huge
-    diff does not hide the small ones after it."""
-    apps = [app for app in report.apps if app.changes]
-    heading = "### Changes\n\n"
-    closing = "</details>\n\n"
-    open_attr = " open" if len(apps) == 1 else ""
-    sections: list[str] = []
-    used = len(heading)
-    omitted_changes = omitted_apps = 0
-    for app in apps:
-        counts = summarize(app.changes)
-        opening = (
-            f"<details{open_attr}><summary>{html_code(app.name)}: {counts['create']} created, "
-            f"{counts['update']} updated, {counts['delete']} deleted</summary>\n\n"
+def _summary(
+    report: Report, shown: list[str], collapsed: list[str], parts: _Parts, room: int
+) -> str:
+    intro = _summary_intro(report)
+    table = fit.fit_rows(SUMMARY_HEADER, shown, parts.more("app"), room - len(intro))
+    out = intro + table
+    if collapsed:
+        changed = sum(1 for app in report.apps if app.changes and not is_blocking(app))
+        label = plural(len(collapsed), "passing or unchanged app")
+        if changed:
+            label += f" ({changed:,} with changes)"
+        opening = f"<details><summary>{label}</summary>\n\n"
+        inner = fit.fit_rows(
+            SUMMARY_HEADER, collapsed, parts.more("app"), room - len(out) - len(opening) - 14
         )
-        room = avail - used - len(opening) - len(closing) - _APP_NOTE_RESERVE
-        blocks: list[str] = []
-        for change in app.changes:
-            block = _object_block(change)
-            if len(block) <= room:
-                blocks.append(block)
-                room -= len(block)
-        left_out = len(app.changes) - len(blocks)
-        if left_out:
-            omitted_changes += left_out
-            omitted_apps += 1
-        if not blocks:
-            continue  # an empty section would only repeat the summary row
-        if left_out:
-            blocks.append(f"_… {left_out} {_plural(left_out, 'object diff')} omitted (budget)_\n\n")
-        section = opening + "".join(blocks) + closing
-        sections.append(section)
-        used += len(section)
-    body = heading + "".join(sections) if sections else ""
-    return body, omitted_changes, omitted_apps
-
-
-def _object_block(change: ObjectChange) -> str:
-    where = f"{change.namespace}/{change.name}" if change.namespace else change.name
-    header = f"**{change.action}** {code(change.kind)} {code(where)}"
-    body = change.diff or "(no textual difference)\n"
-    return f"{header}\n\n{code_block(body, 'diff')}\n"
-
-
-def _short_ref(ref: str) -> str:
-    is_sha = len(ref) >= 7 and all(c in "0123456789abcdef" for c in ref.lower())
-    return ref[:7] if is_sha else ref
-
-
-def _plural(n: int, word: str) -> str:
-    return word if n == 1 else f"{word}s"
-
-
-def _join_words(words: list[str]) -> str:
-    if len(words) <= 1:
-        return "".join(words)
-    return ", ".join(words[:-1]) + " and " + words[-1]
+        if room - len(out) - len(opening) - 14 > fit.minimum(
+            SUMMARY_HEADER, collapsed, parts.more("app")
+        ):
+            out += opening + inner + "</details>\n\n"
+    return out
