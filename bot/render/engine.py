@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from bot.models import App, K8sObject, RenderedApp
 from bot.render.cache import RenderCache
 from bot.render.helm import chart_file, helm_engine_version, helm_inputs, release_name, render_helm
+from bot.render.helm_pool import HelmPool
 from bot.render.kustomize import (
     KustomizeTree,
     find_kubectl,
@@ -24,6 +26,7 @@ from bot.render.kustomize import (
 from bot.render.limits import RenderError, RenderLimits
 from bot.render.manifests import load_manifests
 from bot.render.plain import MANIFEST_SUFFIXES, render_plain
+from bot.render.sandbox import Sandbox
 from bot.render.tree import ExportTree
 
 PLAIN_ENGINE = "plain:1"
@@ -90,16 +93,30 @@ def render_inputs(app: App, root: Path, limits: RenderLimits | None = None) -> s
 
 
 class RenderEngine:
-    """Renders apps; holds the kubectl location and counts the renders it actually ran.
+    """Renders apps; holds the kubectl location, the sandbox and the Helm workers, and
+    counts the renders it actually ran.
 
-    Helm's engine (helm-python-sdk) renders concurrently without shared state
-    (its charts are immutable handles), so no lock serialises it.
+    Every renderer runs in a confined child process (:mod:`bot.render.sandbox`); Helm
+    renders go to a small pool of long-lived workers (:mod:`bot.render.helm_pool`).
+    Close the engine (or use it as a context manager) to stop its workers.
     """
 
-    def __init__(self, kubectl: str | None = None) -> None:
+    def __init__(self, kubectl: str | None = None, sandbox: Sandbox | None = None) -> None:
         self._kubectl = kubectl
         self._lock = threading.Lock()
         self._renders = 0
+        self.sandbox = sandbox or Sandbox()
+        self._helm = HelmPool(self.sandbox)
+        self._finalizer = weakref.finalize(self, self._helm.close)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> RenderEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def renders(self) -> int:
@@ -186,12 +203,12 @@ class RenderEngine:
             assert plan.kustomization is not None
             sensitive = plan.kustomization.check(tree, limits)
             output = run_kustomize(
-                self.kubectl(), tree, plan.directory, limits, deadline, sensitive
+                self.kubectl(), tree, plan.directory, limits, deadline, sensitive, self.sandbox
             )
             source = f"{plan.directory or '.'} (kustomize output)"
             return load_manifests(output, source, limits.for_output())
         if plan.renderer == "helm":
-            return render_helm(tree, plan.app, limits, deadline)
+            return render_helm(tree, plan.app, limits, deadline, self._helm)
         return render_plain(tree, plan.directory, limits, deadline)
 
     def _settings(self, plan: RenderPlan, limits: RenderLimits) -> dict[str, object]:
@@ -221,7 +238,10 @@ def render_app(
     engine: RenderEngine | None = None,
 ) -> RenderedApp:
     """Render one app from the exported revision at ``root``; errors land in ``.error``."""
-    return (engine or RenderEngine()).render(app, root, limits=limits, cache=cache)
+    if engine is not None:
+        return engine.render(app, root, limits=limits, cache=cache)
+    with RenderEngine() as own:
+        return own.render(app, root, limits=limits, cache=cache)
 
 
 def render_apps(
@@ -234,6 +254,7 @@ def render_apps(
     engine: RenderEngine | None = None,
 ) -> list[RenderedApp]:
     """Render ``apps`` in parallel (``workers`` threads, default one per CPU), in order."""
-    return (engine or RenderEngine()).render_many(
-        apps, root, limits=limits, cache=cache, workers=workers
-    )
+    if engine is not None:
+        return engine.render_many(apps, root, limits=limits, cache=cache, workers=workers)
+    with RenderEngine() as own:
+        return own.render_many(apps, root, limits=limits, cache=cache, workers=workers)

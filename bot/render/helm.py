@@ -1,4 +1,4 @@
-"""Helm apps: ``helm template`` through Helm's own Go engine, in-process (helm-python-sdk).
+"""Helm apps: ``helm template`` through Helm's own Go engine (helm-python-sdk), in workers.
 
 Charts render offline from the exported revision only: subcharts must be
 vendored in the chart's ``charts/`` directory, values files are repo paths
@@ -8,14 +8,13 @@ leaves the export (Helm's loader would follow it).
 
 from __future__ import annotations
 
-import concurrent.futures
+import json
 import re
-import time
+from importlib.metadata import version
 from typing import Any
 
-import helm_python
-
 from bot.models import App, K8sObject
+from bot.render.helm_pool import HelmPool
 from bot.render.limits import RenderError, RenderLimits
 from bot.render.manifests import load_manifests, load_yaml_document, redact_quoted
 from bot.render.tree import ExportTree
@@ -25,7 +24,8 @@ _GO_TYPE_DUMP = re.compile(r"map\[[^\[\]]*\]")
 
 
 def helm_engine_version() -> str:
-    return f"helm:{helm_python.helm_sdk_version()}:{helm_python.__version__}"
+    # The wheel pins the Helm SDK it embeds; the engine itself loads only in workers.
+    return f"helm:{version('helm-python-sdk')}"
 
 
 def chart_file(directory: str) -> str:
@@ -58,8 +58,9 @@ def release_name(app: App) -> str:
 
 
 def render_helm(
-    tree: ExportTree, app: App, limits: RenderLimits, deadline: float
+    tree: ExportTree, app: App, limits: RenderLimits, deadline: float, pool: HelmPool
 ) -> list[K8sObject]:
+    """Render the chart in a Helm worker process (see :mod:`bot.render.helm_pool`)."""
     chart_yaml = chart_file(app.path)
     if not tree.is_file(chart_yaml, chart_yaml):
         raise RenderError(f"{app.path or '.'}: no Chart.yaml, not a Helm chart")
@@ -68,62 +69,50 @@ def render_helm(
         raise RenderError(f"{chart_yaml}: must be a mapping")
     values = _merged_values(tree, app, limits)
     release = release_name(app)
-    try:
-        helm_python.validate_release_name(release)
-    except helm_python.HelmError:
+    request = {
+        "chart": str(tree.real(app.path, app.path)),
+        "release": release,
+        "namespace": app.namespace or "default",
+        "values": _values_json(values, app),
+        "declared": _declared_dependencies(metadata, chart_yaml),
+        "max_output_bytes": limits.max_output_bytes,
+    }
+    subject = app.path or "."
+    reply = pool.render(request, subject=subject, limits=limits, deadline=deadline)
+    if "helm_error" in reply:
+        raise RenderError(f"{subject}: helm: {_clean_error(reply['helm_error'], tree)}")
+    if "missing_dependency" in reply:
+        raise RenderError(
+            f"{chart_yaml}: dependency {reply['missing_dependency']!r} is not vendored in "
+            "charts/; Sluice renders offline, so run `helm dependency build` and commit charts/"
+        )
+    problem = reply.get("render_error")
+    if problem == "invalid_release":
         raise RenderError(
             f"helm.release: {release!r} is not a valid release name "
             "(at most 53 characters: lowercase letters, digits, '-' and '.')"
-        ) from None
-
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise RenderError(f"{app.path}: render timed out after {limits.timeout_s:g}s")
-    # The Go engine cannot be interrupted: render in a helper thread and stop
-    # waiting at the deadline (an abandoned render finishes on its own).
-    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sluice-helm")
-    try:
-        future = executor.submit(
-            _render_chart, tree, app, metadata, values, release, app.namespace or "default"
         )
-        rendered = future.result(timeout=remaining)
-    except concurrent.futures.TimeoutError:
-        raise RenderError(f"{app.path}: render timed out after {limits.timeout_s:g}s") from None
-    except helm_python.HelmError as exc:
-        raise RenderError(f"{app.path}: helm: {_clean_error(str(exc), tree)}") from None
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
-    return _parse_output(rendered, app, limits)
+    if problem == "output_too_large":
+        raise RenderError(
+            f"{subject}: helm output is over the {limits.max_output_bytes}-byte limit"
+        )
+    if problem is not None:
+        raise RenderError(f"{subject}: helm render failed ({problem})")
+    return _parse_output([(name, text) for name, text in reply["rendered"]], app, limits)
 
 
-def _render_chart(
-    tree: ExportTree,
-    app: App,
-    metadata: dict[str, Any],
-    values: dict[str, Any],
-    release: str,
-    namespace: str,
-) -> list[tuple[str, str]]:
-    """(chart-relative file name, manifest text) for CRDs, then templates."""
-    with helm_python.Chart.load(tree.real(app.path, app.path)) as chart:
-        _check_dependencies(chart, metadata, chart_file(app.path))
-        crds = [(crd["filename"], crd["data"]) for crd in chart.crds]
-        templates = chart.render(values, name=release, namespace=namespace, is_install=True)
-    return crds + sorted(templates.items())
+def _values_json(values: dict[str, Any], app: App) -> str:
+    try:
+        return json.dumps(values)
+    except (TypeError, ValueError, RecursionError):
+        raise RenderError(f"{app.path or '.'}: helm values are nested too deeply") from None
 
 
-def _check_dependencies(chart: helm_python.Chart, metadata: dict[str, Any], source: str) -> None:
-    vendored = {dep.get("name") for dep in chart.dependencies}
+def _declared_dependencies(metadata: dict[str, Any], source: str) -> list[Any]:
     declared = metadata.get("dependencies") or []
     if not isinstance(declared, list):
         raise RenderError(f"{source}: dependencies must be a list")
-    for dep in declared:
-        name = dep.get("name") if isinstance(dep, dict) else None
-        if name not in vendored:
-            raise RenderError(
-                f"{source}: dependency {name!r} is not vendored in charts/; Sluice renders "
-                "offline, so run `helm dependency build` and commit charts/"
-            )
+    return [dep.get("name") if isinstance(dep, dict) else None for dep in declared]
 
 
 def _merged_values(tree: ExportTree, app: App, limits: RenderLimits) -> dict[str, Any]:

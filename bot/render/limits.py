@@ -25,6 +25,9 @@ class RenderLimits:
     # Nodes a YAML stream may expand to once aliases are followed (billion laughs).
     max_yaml_nodes: int = 1_000_000
     timeout_s: float = 60.0
+    # A renderer child process: its writable memory (RLIMIT_DATA) and CPU seconds.
+    max_memory_bytes: int = 512 * MIB
+    cpu_s: float = 30.0
 
     def cache_token(self) -> str:
         return f"{self.max_file_bytes}:{self.max_output_bytes}:{self.max_objects}:{self.max_yaml_nodes}"

@@ -1,0 +1,277 @@
+"""Hostile pull requests against the render, diff and glob bounds, each attack tried for real.
+
+Real ``kubectl kustomize``, Helm's real engine in its worker processes, a real HTTP server
+on this host that a render must never reach.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.models import App
+from bot.render import RenderEngine, RenderLimits, render_apps
+from bot.render.kustomize import find_kubectl, run_kustomize
+from bot.render.sandbox import PROXY_ONLY, Sandbox
+from bot.render.tree import ExportTree
+
+CM = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: {value}\n"
+CHART = "apiVersion: v2\nname: {name}\nversion: 1.0.0\n"
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    hits: list[str]
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.hits.append(self.path)
+        body = CM.format(name="fetched", value="from-the-network").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def _serve(host: str) -> Iterator[tuple[str, list[str]]]:
+    hits: list[str] = []
+    handler = type("Handler", (_Recorder,), {"hits": hits})
+    server = http.server.ThreadingHTTPServer((host, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[tuple[str, list[str]]]:
+    yield from _serve("127.0.0.1")
+
+
+def _host_address() -> str | None:
+    """A non-loopback address of this host (Go proxies those, unlike 127.0.0.1)."""
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5).stdout
+    except OSError:
+        return None
+    candidates = [a for a in out.split() if "." in a and not a.startswith("127.")]
+    return candidates[0] if candidates else None
+
+
+def _remote_kustomization(root: Path, url: str) -> ExportTree:
+    write(root, "apps/evil/kustomization.yaml", f"resources:\n- {url}/stolen.yaml\n")
+    return ExportTree(root)
+
+
+def test_the_server_really_answers_without_the_sandbox(
+    tmp_path: Path, loopback_server: tuple[str, list[str]]
+) -> None:
+    """Control: the same kubectl, unconfined, does fetch the URL (so the next tests mean it)."""
+    url, hits = loopback_server
+    _remote_kustomization(tmp_path, url)
+    proc = subprocess.run(
+        [find_kubectl(), "kustomize", str(tmp_path / "apps/evil")],
+        capture_output=True,
+        env={"HOME": str(tmp_path), "PATH": "/nonexistent"},
+        timeout=60,
+    )
+    assert hits == ["/stolen.yaml"], proc.stderr.decode()
+
+
+def test_render_cannot_reach_the_network_even_with_the_checks_bypassed(
+    tmp_path: Path, loopback_server: tuple[str, list[str]]
+) -> None:
+    url, hits = loopback_server
+    tree = _remote_kustomization(tmp_path, url)
+    sandbox = Sandbox()
+    print(f"network isolation in force: {sandbox.isolation}")
+    if sandbox.isolation == PROXY_ONLY:
+        pytest.skip("no network namespace here; Go never proxies 127.0.0.1 (see the next test)")
+    # run_kustomize directly: the static walk that refuses remote resources is skipped.
+    with pytest.raises(Exception, match="kustomize failed"):
+        run_kustomize(
+            find_kubectl(),
+            tree,
+            "apps/evil",
+            RenderLimits(),
+            time.monotonic() + 60,
+            sandbox=sandbox,
+        )
+    assert hits == []
+
+
+def test_proxy_only_fallback_still_blocks_a_remote_resource(tmp_path: Path) -> None:
+    """Without namespaces (a non-root pod), the closed-port proxies are what stop kubectl."""
+    host = _host_address()
+    if host is None:
+        pytest.skip("this host has no non-loopback address to serve from")
+    server = _serve(host)
+    url, hits = next(server)
+    try:
+        tree = _remote_kustomization(tmp_path, url)
+        with pytest.raises(Exception, match="kustomize failed"):
+            run_kustomize(
+                find_kubectl(),
+                tree,
+                "apps/evil",
+                RenderLimits(),
+                time.monotonic() + 60,
+                sandbox=Sandbox(isolation=PROXY_ONLY),
+            )
+        assert hits == []
+    finally:
+        server.close()
+
+
+def _loop_chart(root: Path, name: str) -> App:
+    write(root, f"charts/{name}/Chart.yaml", CHART.format(name=name))
+    write(
+        root,
+        f"charts/{name}/templates/loop.yaml",
+        "{{- range $i := until 100000 }}{{- range $j := until 100000 }}{{- end }}{{- end }}\n"
+        + CM.format(name="never", value="v"),
+    )
+    return App(name=name, path=f"charts/{name}")
+
+
+def _good_chart(root: Path) -> App:
+    write(root, "charts/good/Chart.yaml", CHART.format(name="good"))
+    write(root, "charts/good/templates/cm.yaml", CM.format(name="{{ .Release.Name }}", value="v"))
+    return App(name="good", path="charts/good")
+
+
+def _helm_workers() -> set[int]:
+    """Pids of this test process's Helm worker children."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=,args=", "--ppid", str(os.getpid())], capture_output=True, text=True
+    ).stdout
+    return {int(line.split()[0]) for line in out.splitlines() if "helm_worker" in line}
+
+
+def test_helm_endless_loop_is_killed_at_the_deadline_and_fails_alone(tmp_path: Path) -> None:
+    loop = _loop_chart(tmp_path, "loop")
+    good = _good_chart(tmp_path)
+    with RenderEngine() as engine:
+        started = time.monotonic()
+        results = render_apps(
+            [loop, good], tmp_path, limits=RenderLimits(timeout_s=2), workers=2, engine=engine
+        )
+        elapsed = time.monotonic() - started
+        assert results[0].error == "charts/loop: render timed out after 2s"
+        assert results[1].error is None
+        assert [o["metadata"]["name"] for o in results[1].objects] == ["good"]
+        assert elapsed < 5, elapsed
+        # The looping worker is gone (killed), not left burning a core.
+        time.sleep(0.2)
+        busy = [pid for pid in _helm_workers() if _cpu_busy(pid)]
+        assert busy == []
+        # The engine still renders Helm afterwards, with a fresh worker.
+        again = engine.render(good, tmp_path)
+        assert again.error is None
+
+
+def _cpu_busy(pid: int) -> bool:
+    def ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    try:
+        before = ticks()
+        time.sleep(0.3)
+        return ticks() - before > 10
+    except OSError:
+        return False
+
+
+def test_helm_cpu_limit_kills_a_loop_before_the_wall_clock(tmp_path: Path) -> None:
+    loop = _loop_chart(tmp_path, "spin")
+    started = time.monotonic()
+    [result] = render_apps([loop], tmp_path, limits=RenderLimits(timeout_s=30, cpu_s=1))
+    assert result.error == "charts/spin: helm render killed at the 1s CPU-time limit"
+    assert time.monotonic() - started < 10
+
+
+def test_helm_memory_bomb_is_killed_by_the_memory_limit(tmp_path: Path) -> None:
+    write(tmp_path, "charts/big/Chart.yaml", CHART.format(name="big"))
+    write(
+        tmp_path,
+        "charts/big/templates/big.yaml",
+        "{{- $s := until 2000000000 }}\n" + CM.format(name="big", value="v"),
+    )
+    [result] = render_apps(
+        [App(name="big", path="charts/big")],
+        tmp_path,
+        limits=RenderLimits(max_memory_bytes=256 * 1024 * 1024),
+    )
+    assert result.error is not None
+    assert "out of memory" in result.error, result.error
+
+
+def test_kustomize_diamond_is_stopped_by_the_memory_limit(tmp_path: Path) -> None:
+    """Each level includes the one below twice: 2^16 copies of a 64 KiB ConfigMap."""
+    write(tmp_path, "apps/d/l0/kustomization.yaml", "resources: [cm.yaml]\n")
+    write(tmp_path, "apps/d/l0/cm.yaml", CM.format(name="cm", value="x" * 65536))
+    levels = 16
+    for level in range(1, levels + 1):
+        for side in ("a", "b"):
+            write(
+                tmp_path,
+                f"apps/d/l{level}/{side}/kustomization.yaml",
+                f"namePrefix: {side}-\nresources: [../../l{level - 1}]\n",
+            )
+        write(tmp_path, f"apps/d/l{level}/kustomization.yaml", "resources: [a, b]\n")
+    app = App(name="diamond", path=f"apps/d/l{levels}")
+    started = time.monotonic()
+    [result] = render_apps(
+        [app], tmp_path, limits=RenderLimits(max_memory_bytes=256 * 1024 * 1024, timeout_s=60)
+    )
+    assert result.error is not None
+    assert "out of memory" in result.error or "over the" in result.error, result.error
+    assert time.monotonic() - started < 60
+
+
+def test_kustomize_render_is_killed_at_the_wall_clock(tmp_path: Path) -> None:
+    write(tmp_path, "apps/d/l0/kustomization.yaml", "resources: [cm.yaml]\n")
+    write(tmp_path, "apps/d/l0/cm.yaml", CM.format(name="cm", value="x"))
+    for level in range(1, 15):
+        for side in ("a", "b"):
+            write(
+                tmp_path,
+                f"apps/d/l{level}/{side}/kustomization.yaml",
+                f"namePrefix: {side}-\nresources: [../../l{level - 1}]\n",
+            )
+        write(tmp_path, f"apps/d/l{level}/kustomization.yaml", "resources: [a, b]\n")
+    started = time.monotonic()
+    [result] = render_apps(
+        [App(name="slow", path="apps/d/l14")], tmp_path, limits=RenderLimits(timeout_s=0.5)
+    )
+    assert result.error == "apps/d/l14: render timed out after 0.5s"
+    assert time.monotonic() - started < 3
+
+
+def test_sandbox_reports_its_isolation_mode() -> None:
+    sandbox = Sandbox()
+    assert sandbox.isolation in ("netns", "userns+netns", PROXY_ONLY)
+    if os.geteuid() == 0:
+        assert sandbox.isolation == "netns"
+    print(f"python {sys.version_info[:2]}, isolation {sandbox.isolation}, {socket.gethostname()}")
