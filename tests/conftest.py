@@ -9,6 +9,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.pgkit"]
+
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "Sluice Test",
     "GIT_AUTHOR_EMAIL": "test@sluice.invalid",

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bot.commands.spec import COMMANDS
 from bot.config.repo import POLICY_ENGINES, ConfigError, load_yaml_text
+from bot.config.storage import StorageSettings
 from bot.deploy.ledger import DEFAULT_BRANCH as DEFAULT_LEDGER_BRANCH
 from bot.deploy.ledger import LedgerError, SigningConfig
 from bot.forge.base import Permission
@@ -185,6 +186,8 @@ class ServerConfig:
     #: The bot's ledger signing key; None: deploys are off (nothing can be approved).
     signing: SigningConfig | None = None
     required_approvals: int = DEFAULT_REQUIRED_APPROVALS
+    #: SQLite or PostgreSQL, the shared fingerprint key, this replica's name.
+    storage: StorageSettings = field(default_factory=StorageSettings)
     #: Whether a direct push to a tracked branch deploys (when its gates pass).
 
     @classmethod
@@ -215,6 +218,7 @@ class ServerConfig:
             puller_token=env.get("SLUICE_PULLER_TOKEN"),
             signing=_signing(environ),
             required_approvals=_required_approvals(env.get("SLUICE_REQUIRED_APPROVALS")),
+            storage=StorageSettings.from_env(environ),
         )
 
     @property

@@ -1,4 +1,5 @@
-"""The durable SQLite job queue and the worker pool, on a real database file."""
+"""The durable job queue and the worker pool, on both storage backends (a real SQLite
+file and a real PostgreSQL server)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.forge.base import ForgeError
-from bot.server.queue import JobQueue, NewJob
+from bot.server.storage.queue import JobQueue, NewJob
 from bot.server.worker import CancelToken, JobCancelled, RetryableError, WorkerPool
 
 
@@ -36,13 +37,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def queue(tmp_path: Path, clock: Clock) -> JobQueue:
-    return JobQueue(tmp_path / "data" / "sluice.db", clock=clock)
+def queue(database, clock: Clock) -> JobQueue:
+    return JobQueue(database, clock=clock)
 
 
-def test_database_is_wal_under_the_data_dir(queue, tmp_path):
+def test_sqlite_database_is_wal_under_the_data_dir(tmp_path):
+    queue = JobQueue(tmp_path / "data" / "sluice.db")
     assert (tmp_path / "data" / "sluice.db").is_file()
-    mode = queue._connect().execute("PRAGMA journal_mode").fetchone()[0]
+    mode = queue.database.connection().execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     assert queue.ping() == (True, "database ok")
 
