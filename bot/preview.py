@@ -14,7 +14,7 @@ import queue
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
@@ -142,14 +142,34 @@ def _preview_apps(
             for name in sorted(selected)
             if name in head_renders and not head_renders[name].error
         }
+        # The base too, so each violation can say whether this PR brought it.
+        on_base = {
+            name: policy.submit(base_renders[name], secret_key)
+            for name in pending
+            if name in base_renders and not base_renders[name].error
+        }
         reports = [
             _app_report(name, base_renders.get(name), head_renders.get(name), secret_key)
             for name in sorted(selected)
         ]
         for report in reports:
             if report.name in pending:
-                report.policy = pending[report.name].result()
+                base_policy = on_base[report.name].result() if report.name in on_base else None
+                report.policy = mark_new(pending[report.name].result(), base_policy)
     return reports
+
+
+def mark_new(head: PolicyResult, base: PolicyResult | None) -> PolicyResult:
+    """``head`` with each violation marked new (not on the base render) or existing.
+    Unknown (None) when the base has no evaluated render. Marks never change the gate."""
+    if base is None or base.error:
+        return head
+    seen = {(v.severity, v.rule, v.kind, v.namespace, v.name, v.msg) for v in base.violations}
+    marked = [
+        replace(v, new=(v.severity, v.rule, v.kind, v.namespace, v.name, v.msg) not in seen)
+        for v in head.violations
+    ]
+    return replace(head, violations=marked)
 
 
 class _PolicyPool:
@@ -330,4 +350,24 @@ def _check_signatures(
 ):
     keys = TrustedKeys.load(options.keys_dir) if options.keys_dir else TrustedKeys.empty()
     with SignatureVerifier(keys, cache_dir=options.cache_dir / "signatures") as verifier:
-        return verifier.verify(git, base_sha, head_sha, gate.signatures.mode)
+        result = verifier.verify(git, base_sha, head_sha, gate.signatures.mode)
+    bad = [c.sha for c in result.commits if c.status != "valid"]
+    if bad:
+        described = _describe_commits(git, bad)
+        result.commits = [
+            replace(c, subject=described[c.sha][0], author=described[c.sha][1])
+            if c.sha in described
+            else c
+            for c in result.commits
+        ]
+    return result
+
+
+def _describe_commits(git: Git, shas: list[str]) -> dict[str, tuple[str, str]]:
+    """(subject, "author <email>") per commit, for the report's signature problems."""
+    out = git.run("show", "-s", "--format=%H%x00%s%x00%an <%ae>%x00", *shas)
+    fields = out.decode("utf-8", errors="replace").split("\x00")
+    described = {}
+    for i in range(0, len(fields) - 2, 3):
+        described[fields[i].strip()] = (fields[i + 1], fields[i + 2])
+    return described
