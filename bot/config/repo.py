@@ -15,6 +15,9 @@ import yaml
 
 from bot.models import App, HelmSettings
 
+# The linear-time glob matcher's cap (bot.render.globs.MAX_PATTERN_CHARS).
+MAX_WATCH_CHARS = 256
+
 REPO_CONFIG_FILE = ".sluice.yaml"
 RENDERERS = ("auto", "plain", "kustomize", "helm")
 SIGNATURE_MODES = ("off", "head", "all")
@@ -143,6 +146,11 @@ def _parse_app(raw: Any, where: str) -> App:
     for pattern in watch:
         if safe_repo_path(pattern) is None:
             raise ConfigError(f"{where}: watch: {pattern!r} must stay inside the repository")
+        if len(pattern) > MAX_WATCH_CHARS:
+            raise ConfigError(
+                f"{where}: watch: a pattern is {len(pattern)} characters, over the limit of "
+                f"{MAX_WATCH_CHARS}"
+            )
     flags = {}
     for flag in _FLAGS:
         value = raw.get(flag, False)

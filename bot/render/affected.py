@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from bot.models import App
 from bot.render.engine import render_inputs
+from bot.render.globs import Glob, GlobError
 from bot.render.limits import RenderError
 from bot.render.tree import ExportTree
 
@@ -48,7 +48,10 @@ def _is_affected(
 ) -> bool:
     if any(_under(path, app.path) for path in changed):
         return True
-    patterns = [glob_regex(pattern) for pattern in app.watch]
+    try:
+        patterns = [glob_regex(pattern) for pattern in app.watch]
+    except GlobError:
+        return True  # refused by config validation already; fail closed regardless
     if any(_watched(path, patterns) for path in changed):
         return True
     present = [_app_exists(app, root) for root in (base_root, head_root)]
@@ -77,38 +80,11 @@ def _under(path: str, directory: str) -> bool:
     return not directory or path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def _watched(path: str, patterns: list[re.Pattern[str]]) -> bool:
+def _watched(path: str, patterns: list[Glob]) -> bool:
     """A pattern matches the file itself or any directory it is in (like .gitignore)."""
-    parts = path.split("/")
-    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(p.fullmatch(c) for p in patterns for c in candidates)
+    return any(p.match_or_parent(path) for p in patterns)
 
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a repo glob: ``**`` spans directories, ``*`` and ``?`` stay within one."""
-    pattern = pattern.strip("/")
-    out = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif char == "*":
-            out.append("[^/]*")
-            i += 1
-        elif char == "?":
-            out.append("[^/]")
-            i += 1
-        elif char == "[" and pattern.find("]", i + 2) > 0:
-            end = pattern.find("]", i + 2)
-            body = pattern[i + 1 : end].replace("\\", "\\\\")
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(char))
-            i += 1
-    return re.compile("".join(out))
+def glob_regex(pattern: str) -> Glob:
+    """Compile a repo glob (linear-time matcher, see :mod:`bot.render.globs`)."""
+    return Glob(pattern)

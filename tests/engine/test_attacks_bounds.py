@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.server
 import os
+import random
+import re
 import socket
 import subprocess
 import sys
@@ -18,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import ConfigError, parse_repo_config
 from bot.models import App
-from bot.render import RenderEngine, RenderLimits, render_apps
+from bot.render import RenderEngine, RenderLimits, affected_apps, render_apps
+from bot.render.globs import Glob
 from bot.render.kustomize import find_kubectl, run_kustomize
 from bot.render.sandbox import PROXY_ONLY, Sandbox
 from bot.render.tree import ExportTree
@@ -275,3 +279,65 @@ def test_sandbox_reports_its_isolation_mode() -> None:
     if os.geteuid() == 0:
         assert sandbox.isolation == "netns"
     print(f"python {sys.version_info[:2]}, isolation {sandbox.isolation}, {socket.gethostname()}")
+
+
+# -- globs ---------------------------------------------------------------------------------
+
+
+def _reference_regex(pattern: str) -> re.Pattern[str]:
+    """The backtracking translation Sluice used before: the semantics to keep."""
+    pattern = pattern.strip("/")
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif char == "*":
+            out.append("[^/]*")
+            i += 1
+        elif char == "?":
+            out.append("[^/]")
+            i += 1
+        elif char == "[" and pattern.find("]", i + 2) > 0:
+            end = pattern.find("]", i + 2)
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(char))
+            i += 1
+    return re.compile("".join(out))
+
+
+def test_nested_globstar_against_a_long_path_returns_at_once() -> None:
+    pattern = "**/a**/a**/a**/a**/a**/a**/a**/a**/b"
+    path = "/".join(["a" * 30] * 8)[:240]
+    apps = [App(name="w", path="elsewhere", watch=(pattern,))]
+    started = time.monotonic()
+    assert affected_apps(apps, [path], None, None) == set()
+    assert affected_apps(apps, [path[:-1] + "b"], None, None) == {"w"}
+    assert not Glob(pattern).match_or_parent(path)
+    assert not Glob(pattern).fullmatch(path + "c")
+    assert time.monotonic() - started < 0.5
+
+
+def test_glob_matches_what_the_regex_translation_matched() -> None:
+    rng = random.Random(7)
+    atoms = ["a", "b", "/", "*", "**", "**/", "?", "[ab]", "[!a]", "[a-c]"]
+    for _ in range(3000):
+        pattern = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 6)))
+        path = "".join(rng.choice("ab/c") for _ in range(rng.randint(1, 8))).strip("/")
+        expected = bool(_reference_regex(pattern).fullmatch(path))
+        assert Glob(pattern).fullmatch(path) == expected, (pattern, path)
+
+
+def test_an_overlong_watch_pattern_is_a_config_error() -> None:
+    config = "apps:\n- name: w\n  path: apps/w\n  watch: ['" + "a/" * 200 + "**']\n"
+    with pytest.raises(
+        ConfigError, match=r"watch: a pattern is 402 characters, over the limit of 256"
+    ):
+        parse_repo_config(config.encode(), ".sluice.yaml")
