@@ -1,0 +1,66 @@
+"""Push jobs: preview a direct push to the tracked branch on its commit, say why it is not deployed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot.forge.webhooks import PushEvent
+from bot.models import Report
+from bot.report import render_markdown
+from bot.server.jobs.context import JobContext
+from bot.server.jobs.preview import PreviewJobs
+from bot.server.publish import (
+    gate_statuses,
+    pending_statuses,
+    publish_commit_statuses,
+    upsert_commit_report,
+)
+from bot.server.worker import CancelToken
+
+log = logging.getLogger(__name__)
+
+PUSH_TITLE = "Sluice (direct push)"
+NO_DEPLOYS_NOTE = (
+    "Deploys are not configured on this Sluice installation: nothing deploys from this push."
+)
+
+
+@dataclass
+class PushJobs:
+    """The ``push`` job."""
+
+    ctx: JobContext
+
+    def push(self, event: PushEvent, cancel: CancelToken) -> Report | None:
+        """Preview ``before..after`` on the pushed commit; deploy only if the promoter says.
+
+        Idempotent: a re-run edits (or, where the forge cannot, keeps) the one report
+        comment on ``after`` and sets the same statuses.
+        """
+        ctx = self.ctx
+        settings = ctx.config.repo_settings(event.forge, event.repo.full_name)
+        if event.branch != settings.tracked_branch or event.created:
+            log.info("%s: push to %s needs no preview", event.pr_key, event.after[:12])
+            return None
+        forge = ctx.forge(event.forge)
+        publish_commit_statuses(forge, event.repo, event.after, pending_statuses())
+        git = ctx.fetch_commits(forge, event.repo, [event.before, event.after])
+        cancel.raise_if_cancelled()
+        report = PreviewJobs(ctx).preview_range(git, event.before, event.after, settings)
+        cancel.raise_if_cancelled()
+        if ctx.promoter is None:
+            deploy_note = NO_DEPLOYS_NOTE
+        else:
+            deploy_note = ctx.promoter.on_push(forge, event.repo, event.branch, event.after)
+        notes = [
+            f"_Pushed directly to `{event.branch}` by @{event.pusher or 'unknown'}"
+            f"{' (forced)' if event.forced else ''}: `{event.before[:12]}..{event.after[:12]}`._",
+            f"**Deploy:** {deploy_note}",
+        ]
+        body = render_markdown(report, title=PUSH_TITLE, extra=notes)
+        comment = upsert_commit_report(forge, event.repo, event.after, body, ctx.bot_login(forge))
+        publish_commit_statuses(
+            forge, event.repo, event.after, gate_statuses(report), comment.url or None
+        )
+        return report
