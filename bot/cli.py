@@ -142,7 +142,8 @@ def _render(args: argparse.Namespace) -> int:
     import yaml
 
     from bot.config import ConfigError, parse_repo_config
-    from bot.gitops import ExportCache, Git, GitError
+    from bot.exports import ExportCache
+    from bot.gitops import Git, GitError
     from bot.preview import PreviewOptions
     from bot.render import RenderCache, render_apps
 
@@ -160,11 +161,12 @@ def _render(args: argparse.Namespace) -> int:
     if args.app and not apps:
         raise _UsageError(f"no app named {args.app!r} in .sluice.yaml")
     options.cache_dir.mkdir(parents=True, exist_ok=True)
-    root = ExportCache(options.cache_dir / "exports").get(git, sha)
+    with ExportCache(options.cache_dir / "exports").lease(git, sha) as root:
+        rendered_apps = render_apps(
+            apps, root, limits=options.limits, cache=RenderCache(options.cache_dir / "renders")
+        )
     failed = False
-    for rendered in render_apps(
-        apps, root, limits=options.limits, cache=RenderCache(options.cache_dir / "renders")
-    ):
+    for rendered in rendered_apps:
         print(f"# app: {rendered.app.name} ({rendered.renderer})")
         if rendered.error:
             failed = True

@@ -7,12 +7,11 @@ working tree, so what Sluice renders is exactly what was committed.
 from __future__ import annotations
 
 import base64
-import io
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,13 +64,20 @@ class Git:
 
     def resolve(self, ref: str) -> str:
         """The full commit SHA that ``ref`` names."""
+        return self._rev_parse(ref, "commit")
+
+    def tree_id(self, sha: str) -> str:
+        """The id of the tree commit ``sha`` holds: what an export of it contains."""
+        return self._rev_parse(sha, "tree")
+
+    def _rev_parse(self, ref: str, kind: str) -> str:
         if ref.startswith("-"):
             raise GitError(f"not a revision: {ref!r}")
-        out = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-        sha = out.decode().strip()
-        if not sha:
+        out = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{{kind}}}", check=False)
+        oid = out.decode().strip()
+        if not oid:
             raise GitError(f"unknown revision {ref!r} in {self.path}")
-        return sha
+        return oid
 
     def read_file(self, sha: str, path: str) -> bytes | None:
         """The blob at ``path`` in commit ``sha``, or None if there is none."""
@@ -140,70 +146,101 @@ class Git:
         return proc.returncode == 0
 
     def export(self, sha: str, dest: str | os.PathLike[str]) -> Path:
-        """Write the tree of ``sha`` into ``dest`` (which must not exist) via ``git archive``.
-
-        Symlinks are kept as they are; whoever reads the export must confine
-        itself (see ``bot.render``). Member paths cannot escape ``dest``.
-        """
-        dest = Path(dest)
-        archive = self.run("archive", "--format=tar", sha)
-        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
-        try:
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                tar.extractall(tmp, filter="tar")
-            os.replace(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return dest
+        """Write the tree of ``sha`` into ``dest`` (which must not exist); see :func:`export_tree`."""
+        export_tree(self, sha, Path(dest))
+        return Path(dest)
 
 
-class ExportCache:
-    """Exports of commits kept on disk by SHA; a commit's tree never changes."""
+def export_tree(git: Git, sha: str, dest: Path, *, like: tuple[str, Path] | None = None) -> int:
+    """THE export: the committed blobs of ``sha`` written into ``dest``, byte for byte.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def get(self, git: Git, sha: str, *, like: str | None = None) -> Path:
-        """The export of ``sha``; derived from the export of ``like`` when that exists.
-
-        Deriving hard-links the files ``like`` shares with ``sha`` and writes only
-        what differs, which for a pull request's head is a handful of files
-        instead of the whole tree. Exports are never written in place, so the
-        shared links stay correct.
-        """
-        dest = self.root / sha
-        if dest.is_dir():
-            return dest
-        source = self.root / like if like else None
-        try:
-            if source is not None and like is not None and source.is_dir():
-                return _derive_export(git, source, like, sha, dest)
-            return git.export(sha, dest)
-        except OSError:
-            # Another process exported the same SHA concurrently and won the rename.
-            if dest.is_dir():
-                return dest
-            raise
-
-
-def _derive_export(git: Git, source: Path, source_sha: str, sha: str, dest: Path) -> Path:
+    Every renderer input in Sluice (preview, merge gate, ``sluice render``, the
+    puller) comes from here. Unlike ``git archive`` nothing in ``.gitattributes``
+    applies: no ``export-subst``, no ``export-ignore``, no eol conversion or
+    filters, so what is previewed is what deploys. Blobs stream from one
+    ``git cat-file --batch`` straight to disk. With ``like`` (the SHA and path of
+    an existing export) unchanged files are hard-linked from it and only the
+    difference is written. Symlinks are written as symlinks (readers confine
+    themselves, see ``bot.render``); submodules are left out. ``dest`` (which
+    must not exist) appears atomically. Returns the bytes the export holds.
+    """
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent)) / "tree"
     try:
-        shutil.copytree(source, tmp, symlinks=True, copy_function=os.link)
-        changes = _tree_changes(git, source_sha, sha)
-        for path, _mode, _oid in changes:
-            _remove(tmp, path)
-        written = [(path, mode, oid) for path, mode, oid in changes if oid is not None]
-        for (path, mode, _oid), content in zip(
-            written, git.blobs([oid for _, _, oid in written]), strict=True
-        ):
-            _write_entry(tmp, path, mode, content)
+        if like is not None:
+            shutil.copytree(like[1], tmp, symlinks=True, copy_function=os.link)
+            changes = _tree_changes(git, like[0], sha)
+            for path, _mode, _oid in changes:
+                _remove(tmp, path)
+            entries = [TreeEntry(mode, "blob", oid, path) for path, mode, oid in changes if oid]
+        else:
+            tmp.mkdir()
+            entries = git.tree(sha)
+        with _BlobStream(git) as blobs:
+            for entry in entries:
+                _write_entry(tmp, entry, blobs)
+        size = _tree_bytes(tmp)
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
-    return dest
+    return size
+
+
+class _BlobStream:
+    """One ``git cat-file --batch``; each blob is copied out in chunks, never held whole."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, git: Git) -> None:
+        self._proc = subprocess.Popen(
+            ["git", "-C", str(git.path), "cat-file", "--batch"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"},
+        )
+
+    def __enter__(self) -> _BlobStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.close()
+        self._proc.stdout.close()
+        try:
+            self._proc.wait(timeout=GIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def copy(self, oid: str, write: Callable[[bytes], object]) -> None:
+        stdin, stdout = self._proc.stdin, self._proc.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(f"{oid}\n".encode())
+        stdin.flush()
+        header = stdout.readline().split()
+        if len(header) != 3 or header[1] != b"blob":
+            raise GitError(f"blob {oid} is missing from the repository")
+        remaining = int(header[2])
+        while remaining:
+            chunk = stdout.read(min(remaining, self.CHUNK))
+            if not chunk:
+                raise GitError(f"git cat-file stopped in the middle of blob {oid}")
+            write(chunk)
+            remaining -= len(chunk)
+        stdout.read(1)  # the newline after each object
+
+    def read(self, oid: str) -> bytes:
+        parts: list[bytes] = []
+        self.copy(oid, parts.append)
+        return b"".join(parts)
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(
+        os.lstat(os.path.join(directory, name)).st_size
+        for directory, _dirs, files in os.walk(root)
+        for name in files
+    )
 
 
 def _tree_changes(git: Git, old: str, new: str) -> list[tuple[str, str, str | None]]:
@@ -244,19 +281,20 @@ def _remove(root: Path, path: str) -> None:
         parent = parent.parent
 
 
-def _write_entry(root: Path, path: str, mode: str, content: bytes) -> None:
-    if mode == "160000":
-        return  # a submodule: git archive leaves an empty directory, so do we
-    target = _contained(root, path)
+def _write_entry(root: Path, entry: TreeEntry, blobs: _BlobStream) -> None:
+    if entry.mode == "160000" or entry.kind != "blob":
+        return  # a submodule: its content is not in this repository
+    target = _contained(root, entry.path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)  # a directory in the old tree is a file in the new one
-    if mode == "120000":
-        os.symlink(content.decode(errors="surrogateescape"), target)
-    else:
-        target.write_bytes(content)
-        if mode == "100755":
-            target.chmod(0o755)
+    if entry.is_symlink:
+        os.symlink(blobs.read(entry.oid).decode(errors="surrogateescape"), target)
+        return
+    with open(target, "xb") as handle:
+        blobs.copy(entry.oid, handle.write)
+    if entry.mode == "100755":
+        target.chmod(0o755)
 
 
 class Mirrors:

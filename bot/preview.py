@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
 from bot.diff import diff_objects, load_or_create_key, mask_secret, normalize
-from bot.gitops import ExportCache, Git, GitError
+from bot.exports import ExportCache
+from bot.gitops import Git, GitError
 from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, overall_verdict
 from bot.policy import PolicyEngine, make_engine
 from bot.render import RenderCache, RenderLimits, affected_apps, render_apps, render_inputs
@@ -80,18 +81,20 @@ def run_preview(
         raise PreviewError(str(exc)) from None
     options.cache_dir.mkdir(parents=True, exist_ok=True)
     exports = ExportCache(options.cache_dir / "exports")
-    base = _load_side(git, exports.get(git, base_sha), base_sha)
-    head = _load_side(git, exports.get(git, head_sha, like=base_sha), head_sha)
-
-    report = Report(base=base_sha, head=head_sha, verdict="pass")
-    if base.config is None:
-        # Without the base's gate settings there is no trustworthy gate: fail closed.
-        report.errors.append(f"base revision: {base.config_error}")
-    if head.config is None:
-        report.errors.append(f"head revision: {head.config_error}")
-
-    gate = base.config or RepoConfig()
-    report.apps = _preview_apps(git, base, head, gate, options)
+    with (
+        exports.lease(git, base_sha) as base_root,
+        exports.lease(git, head_sha, like=base_sha) as head_root,
+    ):
+        base = _load_side(git, base_root, base_sha)
+        head = _load_side(git, head_root, head_sha)
+        report = Report(base=base_sha, head=head_sha, verdict="pass")
+        if base.config is None:
+            # Without the base's gate settings there is no trustworthy gate: fail closed.
+            report.errors.append(f"base revision: {base.config_error}")
+        if head.config is None:
+            report.errors.append(f"head revision: {head.config_error}")
+        gate = base.config or RepoConfig()
+        report.apps = _preview_apps(git, base, head, gate, options)
     report.signatures = _check_signatures(git, base_sha, head_sha, gate, options)
     report.verdict = overall_verdict(report)
     return report

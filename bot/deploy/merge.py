@@ -27,8 +27,9 @@ from bot.deploy.gates import GateResult, Gates, gate_config
 from bot.deploy.ledger import LedgerEntry
 from bot.deploy.ledger_writer import LedgerWriter, http_url
 from bot.deploy.pins import repo_key
+from bot.exports import ExportCache
 from bot.forge.base import Forge, ForgeError, PullRequest, RepoRef
-from bot.gitops import ExportCache, Git, GitError
+from bot.gitops import Git, GitError
 from bot.render import affected_apps
 
 log = logging.getLogger(__name__)
@@ -142,13 +143,14 @@ class MergePromotion:
             return
         try:
             config = gate_config(git, pr.merge_sha)
-            root = ExportCache(self.desk.cache_dir / "exports").get(git, pr.merge_sha)
             deployed = [a for a in config.apps if a.name in apps]
-            for other in forge.open_pull_requests(pr.repo, settings.tracked_branch):
-                if other.number == pr.number:
-                    continue
-                if affected_apps(deployed, forge.changed_files(other), root, root):
-                    requeue(forge, other)
+            exports = ExportCache(self.desk.cache_dir / "exports")
+            with exports.lease(git, pr.merge_sha) as root:
+                for other in forge.open_pull_requests(pr.repo, settings.tracked_branch):
+                    if other.number == pr.number:
+                        continue
+                    if affected_apps(deployed, forge.changed_files(other), root, root):
+                        requeue(forge, other)
         except (ForgeError, GitError, OSError) as exc:
             log.warning("could not re-preview open PRs after %s: %s", pr.merge_sha[:12], exc)
 

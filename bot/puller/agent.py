@@ -37,7 +37,8 @@ from typing import Any
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
 from bot.deploy.ledger import APPS_DIR, LedgerEntry, LedgerError, VerifiedLedger, verify_tip
 from bot.diff import load_or_create_key, mask_secret, normalize
-from bot.gitops import ExportCache, Git, GitError, Mirrors
+from bot.exports import ExportCache
+from bot.gitops import Git, GitError, Mirrors
 from bot.models import App, K8sObject, ObjectChange
 from bot.policy import make_engine
 from bot.preview import load_policy_sources
@@ -467,8 +468,8 @@ class PullerAgent:
             raise Refused(
                 f"{REPO_CONFIG_FILE} at revision {revision[:12]} defines no app {name!r}", "Failed"
             )
-        root = self._exports.get(git, revision)
-        rendered = render_app(app, root, cache=self._renders)
+        with self._exports.lease(git, revision) as root:
+            rendered = render_app(app, root, cache=self._renders)
         if rendered.error:
             raise Refused(f"render failed at {revision[:12]}: {rendered.error}", "Failed")
         return app, [normalize(obj, app.namespace) for obj in rendered.objects]

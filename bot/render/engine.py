@@ -179,7 +179,9 @@ class RenderEngine:
         deadline: float,
     ) -> list[K8sObject]:
         def run() -> list[K8sObject]:
-            objects = self._run(plan, tree, limits, deadline)
+            # Only the files the cache key hashes are there to read (see ExportTree.confined).
+            with tree.confined(plan.inputs) as only:
+                objects = self._run(plan, only, limits, deadline)
             if len(objects) > limits.max_objects:
                 raise RenderError(
                     f"{plan.directory or '.'}: {len(objects)} objects, over the limit of "

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from bot.render.kustomize_fields import BUILTIN_PLUGINS, KUSTOMIZATION, check_fields
 from bot.render.limits import RenderError, RenderLimits
 from bot.render.manifests import (
     check_yaml_stream,
@@ -27,6 +28,7 @@ from bot.render.manifests import (
     load_manifests,
     load_yaml_document,
 )
+from bot.render.messages import clip, collapse_dumps, replace_all
 from bot.render.sandbox import Sandbox
 from bot.render.sandbox import run as run_sandboxed
 from bot.render.tree import ExportTree
@@ -48,8 +50,6 @@ _REMOTE = re.compile(
     r"|\.git(/|$)",
     re.IGNORECASE,
 )
-_BRACED = re.compile(r"\{[^{}]*\}|map\[[^\[\]]*\]")
-_MAX_ERROR_CHARS = 400
 
 
 def find_kustomization(tree: ExportTree, directory: str) -> str | None:
@@ -157,6 +157,8 @@ class _Walker:
             return
         if not isinstance(data, dict):
             raise RenderError(f"{kfile}: a kustomization must be a mapping")
+        # Before anything reads a field: a key spelled another way would reach kubectl unread.
+        check_fields(data, KUSTOMIZATION, kfile)
         self._refuse_unsupported(data, kfile)
         for name in _RESOURCE_FIELDS:
             for ref in _entries(data, name, kfile, str):
@@ -172,21 +174,25 @@ class _Walker:
                 self._file(directory, ref, f"{kfile}: patchesStrategicMerge", yaml_file=True)
         for name in _PATH_ENTRY_FIELDS:
             for entry in _entries(data, name, kfile, dict):
-                if "path" in entry:
-                    self._file(directory, _string(entry["path"], kfile, name), f"{kfile}: {name}")
-                patch, target = entry.get("patch"), entry.get("target")
-                targets_secret = isinstance(target, dict) and target.get("kind") == "Secret"
-                if isinstance(patch, str) and (targets_secret or "Secret" in patch):
-                    self.result.secret_patches.append((kfile, patch))
+                self._path_entry(directory, entry, kfile, name)
         openapi = data.get("openapi")
         if isinstance(openapi, dict) and "path" in openapi:
             self._file(directory, _string(openapi["path"], kfile, "openapi"), f"{kfile}: openapi")
         for name in ("configMapGenerator", "secretGenerator"):
             for entry in _entries(data, name, kfile, dict):
-                self._generator(directory, entry, f"{kfile}: {name}")
+                self._generator(directory, entry, f"{kfile}: {name}", name == "secretGenerator")
         for name in _PLUGIN_FIELDS:
             for ref in _entries(data, name, kfile, str):
                 self._plugin(directory, ref, f"{kfile}: {name}")
+
+    def _path_entry(self, directory: str, entry: dict[str, Any], source: str, name: str) -> None:
+        """A ``patches``/``replacements`` entry: a file to read, or an inline patch."""
+        if "path" in entry:
+            self._file(directory, _string(entry["path"], source, name), f"{source}: {name}")
+        patch, target = entry.get("patch"), entry.get("target")
+        targets_secret = isinstance(target, dict) and target.get("kind") == "Secret"
+        if isinstance(patch, str) and (targets_secret or "Secret" in patch):
+            self.result.secret_patches.append((source, patch))
 
     def _refuse_unsupported(self, data: dict[str, Any], kfile: str) -> None:
         for name in _HELM_FIELDS:
@@ -236,8 +242,7 @@ class _Walker:
                 "loads files from below it (refer to a directory with its own kustomization)"
             )
 
-    def _generator(self, directory: str, entry: dict[str, Any], what: str) -> None:
-        secret = what.endswith("secretGenerator")
+    def _generator(self, directory: str, entry: dict[str, Any], what: str, secret: bool) -> None:
         sources = [ref.split("=", 1)[-1] for ref in _string_list(entry.get("files"), what, "files")]
         envs = _string_list(entry.get("envs"), what, "envs")
         if isinstance(entry.get("env"), str):
@@ -247,7 +252,6 @@ class _Walker:
             rel = self._file(directory, ref, f"{what}: {field_name}", yaml_file=False)
             if secret:
                 self.result.secret_files.append(rel)
-        secret = what.endswith("secretGenerator")
         for index, literal in enumerate(_string_list(entry.get("literals"), what, "literals")):
             if "=" not in literal:
                 raise RenderError(f"{what}: literals[{index}] must have the form key=value")
@@ -256,7 +260,7 @@ class _Walker:
 
     def _plugin(self, directory: str, ref: str, what: str) -> None:
         if _is_inline(ref):
-            self._check_plugin_configs(ref, what)
+            self._check_plugin_configs(ref, what, directory)
             return
         rel = self.tree.join(directory, ref, what)
         if self.tree.is_dir(rel, what):
@@ -268,15 +272,16 @@ class _Walker:
                 if _mentions_function(self.tree.read_bytes(source, self.limits)):
                     raise RenderError(f"{source}: exec and container KRM functions are not allowed")
             for source in nested.result.resource_files:
-                self._check_plugin_configs(self.tree.read_bytes(source, self.limits), source)
+                text = self.tree.read_bytes(source, self.limits)
+                self._check_plugin_configs(text, source, directory)
             self.result.inputs |= nested.result.inputs
             self.result.resource_files += nested.result.resource_files
             self.result.yaml_files += nested.result.yaml_files
             return
         self._file(directory, ref, what)
-        self._check_plugin_configs(self.tree.read_bytes(rel, self.limits), rel)
+        self._check_plugin_configs(self.tree.read_bytes(rel, self.limits), rel, directory)
 
-    def _check_plugin_configs(self, text: str | bytes, source: str) -> None:
+    def _check_plugin_configs(self, text: str | bytes, source: str, directory: str) -> None:
         for config in load_manifests(text, source, self.limits):
             annotations = config.get("metadata", {}).get("annotations") or {}
             name = f"{config['kind']} {config['metadata']['name']}"
@@ -289,6 +294,29 @@ class _Walker:
                     f"{source}: {name}: only builtin generators/transformers are allowed "
                     f"(apiVersion: builtin), not plugins"
                 )
+            self._builtin_config(directory, config, f"{source}: {name}", source)
+
+    def _builtin_config(
+        self, directory: str, config: dict[str, Any], what: str, source: str
+    ) -> None:
+        """A builtin plugin's own files, read from the kustomization's directory."""
+        kind = config["kind"]
+        if kind == "HelmChartInflationGenerator":
+            raise RenderError(f"{what}: helm chart inflation is not allowed")
+        schema = BUILTIN_PLUGINS.get(kind)
+        if schema is None:
+            return  # reads no file
+        check_fields(config, schema, source)
+        if kind in ("ConfigMapGenerator", "SecretGenerator"):
+            self._generator(directory, config, what, kind == "SecretGenerator")
+        elif kind == "ReplacementTransformer":
+            for entry in _entries(config, "replacements", source, dict):
+                self._path_entry(directory, entry, source, "replacements")
+        elif kind == "PatchStrategicMergeTransformer":
+            for ref in _string_list(config.get("paths"), what, "paths"):
+                self._file(directory, ref, f"{what}: paths")
+        else:
+            self._path_entry(directory, config, source, kind)
 
 
 def _mentions_function(data: bytes) -> bool:
@@ -385,13 +413,7 @@ def _clean_error(stderr: bytes, tree: ExportTree, sensitive: frozenset[str]) -> 
     """kubectl's message, repo-relative, without Secret values or object dumps."""
     text = stderr.decode("utf-8", "replace").strip()
     text = text.replace(f"{tree.root}/", "").replace(str(tree.root), ".")
-    text = re.sub(r"^error:\s*", "", text)
-    # Longest first, so a value is not left half-redacted by one it contains.
-    for value in sorted(sensitive, key=len, reverse=True):
-        text = text.replace(value, "***")
-    text = " ".join(text.split())
-    while _BRACED.search(text):
-        text = _BRACED.sub("…", text)
-    if len(text) > _MAX_ERROR_CHARS:
-        text = text[: _MAX_ERROR_CHARS - 1] + "…"
-    return text or "no error message"
+    text = text.removeprefix("error:").strip()
+    text = replace_all(text, sensitive, lambda _value: "***")
+    text = collapse_dumps(" ".join(text.split()))
+    return clip(text) or "no error message"

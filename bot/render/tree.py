@@ -7,9 +7,13 @@ export, and enforces the per-file size limit before reading.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bot.render.limits import RenderError, RenderLimits
@@ -98,3 +102,26 @@ class ExportTree:
                 elif child_real.is_file():
                     found.append(child)
         return sorted(found)
+
+    @contextlib.contextmanager
+    def confined(self, inputs: Iterable[str]) -> Iterator[ExportTree]:
+        """A tree holding only ``inputs`` (hard links, as regular files), removed afterwards.
+
+        A renderer run on it can read nothing but the files the render cache key
+        covers: a file the static walk missed makes the render fail instead of
+        being read unhashed.
+        """
+        parent = self.root.parent if os.access(self.root.parent, os.W_OK) else None
+        scratch = Path(tempfile.mkdtemp(prefix=".render-", dir=parent))
+        try:
+            for rel in sorted(set(inputs)):
+                source = self.real(rel, rel)
+                target = scratch.joinpath(*rel.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+            yield ExportTree(scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)

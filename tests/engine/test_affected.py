@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from bot.gitops import ExportCache, Git
+from bot.exports import ExportCache
+from bot.gitops import Git
 from bot.models import App, HelmSettings
 from bot.render import affected_apps, glob_regex, render_inputs
 
@@ -16,7 +18,7 @@ CM = "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\n"
 APPS = (
     App(name="web-prod", path="apps/web/overlays/prod"),
     App(name="web-staging", path="apps/web/overlays/staging"),
-    App(name="api", path="charts/api", helm=HelmSettings(values=("envs/prod/api.yaml",))),
+    App(name="api", path="charts/api", helm=HelmSettings(values=("/envs/prod/api.yaml",))),
     App(name="static", path="plain/static", watch=("shared/**/*.yaml",)),
 )
 
@@ -34,9 +36,14 @@ class Repo:
         self.path = path
         self.git = Git(path)
         self.exports = ExportCache(exports)
+        self.leases = contextlib.ExitStack()
         subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
         for key, value in (("user.name", "T"), ("user.email", "t@example.com")):
             subprocess.run(["git", "-C", str(path), "config", key, value], check=True)
+
+    def export(self, sha: str) -> Path:
+        """The export of ``sha``, leased until the test ends."""
+        return self.leases.enter_context(self.exports.lease(self.git, sha))
 
     def commit(self, files: dict[str, str | None], message: str) -> str:
         for rel, text in files.items():
@@ -50,8 +57,8 @@ class Repo:
 
     def affected(self, base: str, head: str, apps=APPS) -> set[str]:
         changed = self.git.changed_files(base, head)
-        base_root = self.exports.get(self.git, base)
-        head_root = self.exports.get(self.git, head)
+        base_root = self.export(base)
+        head_root = self.export(head)
         return affected_apps(apps, changed, base_root, head_root)
 
 
@@ -157,7 +164,7 @@ def test_file_removed_from_head_is_found_through_the_base_side(repo) -> None:
         "remove",
     )
     changed = ["apps/web/base/deploy.yaml"]
-    roots = (git_repo.exports.get(git_repo.git, base), git_repo.exports.get(git_repo.git, head))
+    roots = (git_repo.export(base), git_repo.export(head))
     assert affected_apps(APPS, changed, *roots) == {"web-prod", "web-staging"}
 
 
@@ -165,7 +172,7 @@ def test_app_that_exists_on_one_side_only_is_affected(repo) -> None:
     git_repo, base = repo
     head = git_repo.commit({"apps/new/cm.yaml": CM.format(name="new")}, "new app")
     apps = (*APPS, App(name="new", path="apps/new"), App(name="gone", path="apps/nowhere"))
-    roots = (git_repo.exports.get(git_repo.git, base), git_repo.exports.get(git_repo.git, head))
+    roots = (git_repo.export(base), git_repo.export(head))
     assert affected_apps(apps, [], *roots) == {"new"}
     assert affected_apps(apps, [], None, roots[1]) == {a.name for a in APPS} | {"new"}
 
@@ -183,7 +190,7 @@ def test_app_whose_inputs_cannot_be_determined_is_affected(repo) -> None:
 
 def test_app_with_an_escaping_path_is_affected_and_never_probed(repo, tmp_path: Path) -> None:
     git_repo, base = repo
-    root = git_repo.exports.get(git_repo.git, base)
+    root = git_repo.export(base)
     (tmp_path / "outside").mkdir()
     escaping = App(name="esc", path="../../outside")
     assert affected_apps([escaping], [], root, root) == {"esc"}
@@ -191,7 +198,7 @@ def test_app_with_an_escaping_path_is_affected_and_never_probed(repo, tmp_path: 
 
 def test_render_inputs_of_an_overlay(repo) -> None:
     git_repo, base = repo
-    root = git_repo.exports.get(git_repo.git, base)
+    root = git_repo.export(base)
     assert render_inputs(APPS[0], root) == {
         "apps/web/overlays/prod/kustomization.yaml",
         "apps/web/base/kustomization.yaml",

@@ -1,0 +1,117 @@
+"""The one export (committed bytes, no attributes) and its LRU cache, on real git repositories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bot.cachesize import CacheSizeError, parse_size
+from bot.exports import ExportCache
+from bot.gitops import Git
+
+KIB = 1024
+
+
+class Repo:
+    def __init__(self, path: Path) -> None:
+        subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+        self.path = path
+        self.git = Git(path)
+
+    def commit(self, files: dict[str, bytes]) -> str:
+        for rel, data in files.items():
+            target = self.path / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        subprocess.run(["git", "-C", str(self.path), "add", "-A"], check=True)
+        subprocess.run(
+            ["git", "-C", str(self.path), "commit", "-q", "--allow-empty", "-m", "c"], check=True
+        )
+        return self.git.resolve("HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return Repo(tmp_path / "repo")
+
+
+ATTRIBUTES = b"*.yaml export-subst text eol=crlf\nignored.yaml export-ignore\n"
+SUBST = b"kind: ConfigMap\n# $Format:%H%n---$\n"
+
+
+def test_export_writes_committed_bytes_whatever_gitattributes_say(repo: Repo, tmp_path: Path):
+    sha = repo.commit(
+        {".gitattributes": ATTRIBUTES, "a.yaml": SUBST, "ignored.yaml": b"kept: true\n"}
+    )
+    os.symlink("a.yaml", repo.path / "link.yaml")
+    (repo.path / "run.sh").write_bytes(b"#!/bin/sh\n")
+    (repo.path / "run.sh").chmod(0o755)
+    head = repo.commit({})
+
+    with ExportCache(tmp_path / "exports").lease(repo.git, head, like=sha) as derived:
+        assert (derived / "a.yaml").read_bytes() == SUBST
+        assert (derived / "ignored.yaml").read_bytes() == b"kept: true\n"
+        assert os.readlink(derived / "link.yaml") == "a.yaml"
+        assert os.access(derived / "run.sh", os.X_OK)
+        derived_files = sorted(p.name for p in derived.iterdir())
+    with ExportCache(tmp_path / "fresh").lease(repo.git, head) as fresh:
+        assert sorted(p.name for p in fresh.iterdir()) == derived_files
+        assert (fresh / "a.yaml").read_bytes() == SUBST
+
+
+def test_commits_with_the_same_tree_share_one_entry(repo: Repo, tmp_path: Path) -> None:
+    first = repo.commit({"a.yaml": b"x: 1\n"})
+    second = repo.commit({})  # an empty commit: same tree
+    cache = ExportCache(tmp_path / "exports")
+    with cache.lease(repo.git, first) as one, cache.lease(repo.git, second) as two:
+        assert one == two
+        assert one.name == f"raw1-{repo.git.tree_id(first)}"
+
+
+def test_an_export_in_the_old_format_is_never_served_and_is_cleared(repo: Repo, tmp_path: Path):
+    sha = repo.commit({"a.yaml": b"x: 1\n"})
+    stale = tmp_path / "exports" / sha  # the old layout: named by commit, made by git archive
+    stale.mkdir(parents=True)
+    (stale / "a.yaml").write_bytes(b"x: smuggled\n")
+    cache = ExportCache(tmp_path / "exports", 1)
+    with cache.lease(repo.git, sha) as root:
+        assert (root / "a.yaml").read_bytes() == b"x: 1\n"
+    assert not stale.exists()
+
+
+def test_many_pushes_stay_under_the_bound(repo: Repo, tmp_path: Path) -> None:
+    cache = ExportCache(tmp_path / "exports", 700 * KIB)
+    previous = None
+    for push in range(20):
+        sha = repo.commit({"big.bin": os.urandom(200 * KIB), "n.txt": str(push).encode()})
+        with cache.lease(repo.git, sha, like=previous) as root:
+            assert (root / "n.txt").read_text() == str(push)
+        previous = sha
+        assert cache.usage() <= 700 * KIB
+    on_disk = [p for p in (tmp_path / "exports").iterdir() if not p.name.startswith(".")]
+    assert 1 <= len(on_disk) <= 3
+
+
+def test_an_export_in_use_is_never_evicted(repo: Repo, tmp_path: Path) -> None:
+    cache = ExportCache(tmp_path / "exports", 300 * KIB)
+    held = repo.commit({"big.bin": os.urandom(200 * KIB)})
+    with cache.lease(repo.git, held) as root:
+        for _ in range(5):
+            with cache.lease(repo.git, repo.commit({"big.bin": os.urandom(200 * KIB)})):
+                pass
+            assert (root / "big.bin").stat().st_size == 200 * KIB
+    with cache.lease(repo.git, repo.commit({"big.bin": os.urandom(200 * KIB)})):
+        pass
+    assert not root.exists()  # released, least recently used: the next export evicts it
+    assert cache.usage() <= 300 * KIB
+
+
+def test_size_settings_parse_units_and_refuse_garbage() -> None:
+    assert parse_size("512Mi", "X") == 512 * 1024**2
+    assert parse_size("2G", "X") == 2 * 1024**3
+    assert parse_size("1000", "X") == 1000
+    with pytest.raises(CacheSizeError, match="SLUICE_EXPORT_CACHE_MAX_BYTES: 'lots' is not a size"):
+        parse_size("lots", "SLUICE_EXPORT_CACHE_MAX_BYTES")
