@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 Renderer = Literal["auto", "plain", "kustomize", "helm"]
 Verdict = Literal["pass", "warn", "fail", "error"]
-AppStatus = Literal["changed", "unchanged", "added", "removed", "error"]
+# "not-rendered": the app's sources are outside this repository (named in ``error``).
+AppStatus = Literal["changed", "unchanged", "added", "removed", "error", "not-rendered"]
 Action = Literal["create", "update", "delete"]
 SignatureStatus = Literal["valid", "unsigned", "untrusted", "invalid", "expired", "revoked"]
 SignatureMode = Literal["off", "head", "all"]
@@ -29,7 +30,34 @@ def worst_verdict(verdicts: list[str], default: str = "pass") -> str:
 @dataclass(frozen=True)
 class HelmSettings:
     release: str | None = None
+    # Relative to the chart directory; a leading "/" means the repo root (Argo CD's rule).
     values: tuple[str, ...] = ()
+    # Discovered apps only (Argo CD / Flux): skip missing values files; inline values
+    # (canonical JSON, merged over the files); ``--set`` parameters (name, value, force string).
+    ignore_missing: bool = False
+    inline: str = ""
+    parameters: tuple[tuple[str, str, bool], ...] = ()
+
+
+@dataclass(frozen=True)
+class AppSource:
+    """One locally rendered source of an app discovered from Argo CD or Flux manifests."""
+
+    path: str
+    renderer: Renderer = "auto"
+    helm: HelmSettings = field(default_factory=HelmSettings)
+    # Argo CD directory sources: recurse into subdirectories, include/exclude globs.
+    recurse: bool = False
+    include: str = ""
+    exclude: str = ""
+    # Flux: a directory without kustomization.yaml is built from every manifest below it.
+    flux: bool = False
+    # Kustomization fields applied over the render (canonical JSON, "" = none).
+    overlay: str = ""
+    # Flux postBuild variables (canonical JSON {name: value}); None = no substitution.
+    substitute: str | None = None
+    # Flux substituteFrom sources that cannot be read from the repo (Secrets, missing).
+    unresolved_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +74,10 @@ class App:
     self_heal: bool = False
     sync_before_merge: bool = False
     allow_mass_prune: bool = False
+    # Apps discovered from Argo CD / Flux manifests: how each local source renders
+    # (empty for .sluice.yaml apps), and the sources left unrendered ("external source <url>").
+    sources: tuple[AppSource, ...] = ()
+    unrendered: tuple[str, ...] = ()
 
 
 @dataclass
@@ -58,6 +90,8 @@ class RenderedApp:
     error: str | None = None
     # Repo-relative files the render read; used for affected-app detection.
     inputs: frozenset[str] = frozenset()
+    # What was left out of the render, e.g. "not rendered: external source <url>".
+    unrendered: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,6 +226,8 @@ class Report:
     signatures: SignatureReport = field(default_factory=SignatureReport)
     # Problems that belong to no single app (e.g. a broken .sluice.yaml).
     errors: list[str] = field(default_factory=list)
+    # Information that fails no gate, e.g. which Argo CD / Flux apps were discovered.
+    notes: list[str] = field(default_factory=list)
     # Set when a policy owner overrode this head's deny violations (bot.deploy.overrides):
     # {"by", "reason", "head", "at", "violations"}; the key is absent from JSON otherwise.
     override: dict[str, Any] | None = None
@@ -205,6 +241,8 @@ class Report:
             "signatures": self.signatures.to_dict(),
             "errors": list(self.errors),
         }
+        if self.notes:
+            out["notes"] = list(self.notes)
         if self.override is not None:
             out["override"] = dict(self.override)
         return out

@@ -1,8 +1,10 @@
 """Configuration: the repo's ``.sluice.yaml`` and the server's own settings."""
 
 from bot.config.repo import (
+    DISCOVER_EVERYTHING,
     REPO_CONFIG_FILE,
     ConfigError,
+    DiscoverSettings,
     PolicySettings,
     RepoConfig,
     SignatureSettings,
@@ -12,8 +14,10 @@ from bot.config.repo import (
 )
 
 __all__ = [
+    "DISCOVER_EVERYTHING",
     "REPO_CONFIG_FILE",
     "ConfigError",
+    "DiscoverSettings",
     "PolicySettings",
     "RepoConfig",
     "SignatureSettings",

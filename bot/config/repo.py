@@ -43,10 +43,27 @@ class SignatureSettings:
 
 
 @dataclass(frozen=True)
+class DiscoverSettings:
+    """``discover:``: find apps in Argo CD / Flux manifests (None = that engine is off)."""
+
+    argocd: tuple[str, ...] | None = None  # globs of files to read
+    flux: tuple[str, ...] | None = None
+    # URLs (fnmatch patterns) that name this repository in repoURL / GitRepository url.
+    repo_urls: tuple[str, ...] = ()
+    argocd_name: str = "argocd:{name}"
+    flux_name: str = "flux:{namespace}/{name}"
+
+
+# What a repo without .sluice.yaml tries: both engines over the whole tree.
+DISCOVER_EVERYTHING = DiscoverSettings(argocd=("**",), flux=("**",))
+
+
+@dataclass(frozen=True)
 class RepoConfig:
     apps: tuple[App, ...] = ()
     policy: PolicySettings = field(default_factory=PolicySettings)
     signatures: SignatureSettings = field(default_factory=SignatureSettings)
+    discover: DiscoverSettings | None = None
 
     def app(self, name: str) -> App | None:
         return next((a for a in self.apps if a.name == name), None)
@@ -81,7 +98,7 @@ def parse_repo_config(text: str | bytes, source: str = REPO_CONFIG_FILE) -> Repo
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
-    _reject_unknown(data, {"apps", "policy", "signatures"}, source)
+    _reject_unknown(data, {"apps", "policy", "signatures", "discover"}, source)
     raw_apps = data.get("apps") or []
     if not isinstance(raw_apps, list):
         raise ConfigError(f"{source}: apps: must be a list")
@@ -97,6 +114,7 @@ def parse_repo_config(text: str | bytes, source: str = REPO_CONFIG_FILE) -> Repo
         apps=tuple(apps),
         policy=_parse_policy(data.get("policy"), f"{source}: policy"),
         signatures=_parse_signatures(data.get("signatures"), f"{source}: signatures"),
+        discover=_parse_discover(data.get("discover"), f"{source}: discover"),
     )
 
 
@@ -179,11 +197,43 @@ def _parse_helm(raw: Any, where: str) -> HelmSettings:
         release = _string(release, where, "helm.release")
     values = _string_list(raw.get("values"), where, "helm.values")
     for value_file in values:
-        if safe_repo_path(value_file) is None:
+        # Relative to the chart directory, or to the repo root with a leading "/".
+        if value_file.startswith("/") and safe_repo_path(value_file.lstrip("/")) is None:
             raise ConfigError(
-                f"{where}: helm.values: {value_file!r} must be relative and stay inside the repository"
+                f"{where}: helm.values: {value_file!r} must stay inside the repository"
             )
     return HelmSettings(release=release, values=values)
+
+
+def _parse_discover(raw: Any, where: str) -> DiscoverSettings | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping")
+    _reject_unknown(raw, {"argocd", "flux", "repo_urls"}, where)
+    engines: dict[str, Any] = {}
+    for engine, default_name in (("argocd", "argocd:{name}"), ("flux", "flux:{namespace}/{name}")):
+        section = raw.get(engine)
+        if section is None:
+            continue
+        if section is True:
+            section = {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: {engine}: must be a mapping such as {{paths: ['**']}}")
+        _reject_unknown(section, {"paths", "name"}, f"{where}: {engine}")
+        paths = _string_list(section.get("paths"), f"{where}: {engine}", "paths") or ("**",)
+        for pattern in paths:
+            if safe_repo_path(pattern) is None:
+                raise ConfigError(
+                    f"{where}: {engine}: paths: {pattern!r} must stay inside the repository"
+                )
+        name = section.get("name", default_name)
+        if not isinstance(name, str) or "{name}" not in name:
+            raise ConfigError(f"{where}: {engine}: name: must be a string containing {{name}}")
+        engines[engine] = paths
+        engines[f"{engine}_name"] = name
+    repo_urls = _string_list(raw.get("repo_urls"), where, "repo_urls")
+    return DiscoverSettings(repo_urls=repo_urls, **engines)
 
 
 def _parse_policy(raw: Any, where: str) -> PolicySettings:

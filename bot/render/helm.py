@@ -14,6 +14,7 @@ from importlib.metadata import version
 from typing import Any
 
 from bot.models import App, K8sObject
+from bot.render.discovery.helmset import deep_merge, set_parameter
 from bot.render.helm_pool import HelmPool
 from bot.render.limits import RenderError, RenderLimits
 from bot.render.manifests import load_manifests, load_yaml_document, redact_quoted
@@ -33,12 +34,23 @@ def chart_file(directory: str) -> str:
 
 
 def values_files(tree: ExportTree, app: App) -> list[str]:
-    """The app's values files as repo paths (absolute or escaping paths are refused)."""
+    """The app's values files as repo paths (paths escaping the export are refused).
+
+    Argo CD's rule: relative to the chart directory, a leading ``/`` means the repo root.
+    """
     files = []
     for ref in app.helm.values:
-        rel = tree.join("", ref, "helm.values")
+        if ref.startswith("/"):
+            rel = tree.join("", ref.lstrip("/"), "helm.values")
+        else:
+            rel = tree.join(app.path, ref, "helm.values")
         if not tree.is_file(rel, "helm.values"):
-            raise RenderError(f"helm.values: {ref!r} not found in the repository")
+            if app.helm.ignore_missing:
+                continue
+            raise RenderError(
+                f"helm.values: {ref!r} not found (tried {rel}; values files are relative to "
+                f"the chart directory {app.path or '.'}, a leading '/' means the repo root)"
+            )
         files.append(rel)
     return files
 
@@ -125,17 +137,14 @@ def _merged_values(tree: ExportTree, app: App, limits: RenderLimits) -> dict[str
         if not isinstance(data, dict):
             raise RenderError(f"{rel}: a values file must be a mapping")
         merged = _merge(merged, data)
+    if app.helm.inline:
+        merged = _merge(merged, json.loads(app.helm.inline))
+    for name, value, force_string in app.helm.parameters:
+        set_parameter(merged, name, value, force_string=force_string)
     return merged
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+_merge = deep_merge
 
 
 def _parse_output(

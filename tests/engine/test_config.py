@@ -58,7 +58,7 @@ def test_unquoted_off_means_off() -> None:
         ("apps:\n  - {name: Web App, path: a}", "apps[0]: name"),
         ("apps:\n  - {name: a, path: x}\n  - {name: a, path: y}", "apps[1] (a): name: duplicate"),
         ("apps:\n  - {name: a, path: x, pth: y}", "apps[0] (a): unknown field 'pth'"),
-        ("apps:\n  - {name: a, path: x, helm: {values: [/abs.yaml]}}", "helm.values"),
+        ("apps:\n  - {name: a, path: x, helm: {values: [/../abs.yaml]}}", "helm.values"),
         ("apps:\n  - {name: a, path: x, watch: ['../**']}", "watch"),
         ("signatures: {mode: some}", "signatures: mode: must be one of off, head, all"),
         ("policy: {paths: [../p]}", "policy: paths"),

@@ -101,7 +101,7 @@ def prod_app() -> App:
 
 
 def api_app(**helm) -> App:
-    settings = HelmSettings(**({"values": ("envs/prod/api-values.yaml",)} | helm))
+    settings = HelmSettings(**({"values": ("/envs/prod/api-values.yaml",)} | helm))
     return App(name="api", path="charts/api", namespace="api", helm=settings)
 
 
@@ -306,7 +306,7 @@ def test_kubectl_error_quoting_a_secret_value_is_scrubbed(repo: Path) -> None:
 
 
 def test_helm_renders_with_release_namespace_and_values_files_in_order(repo: Path) -> None:
-    app = api_app(values=("envs/prod/api-values.yaml", "envs/prod/api-override.yaml"))
+    app = api_app(values=("/envs/prod/api-values.yaml", "../../envs/prod/api-override.yaml"))
     result = render_app(app, repo)
 
     assert result.error is None, result.error
@@ -574,24 +574,35 @@ def test_kustomize_helm_charts_are_refused(repo: Path) -> None:
     assert result.error.startswith("apps/hc/kustomization.yaml: helmCharts is not allowed")
 
 
-def test_values_file_with_absolute_path_is_refused(repo: Path) -> None:
+def test_values_file_with_a_leading_slash_is_read_from_the_repo_root(repo: Path) -> None:
     result = render_app(api_app(values=("/etc/passwd",)), repo)
-    assert (
-        result.error == "helm.values: '/etc/passwd' must be a relative path inside the repository"
+    assert result.error == (
+        "helm.values: '/etc/passwd' not found (tried etc/passwd; values files are relative to "
+        "the chart directory charts/api, a leading '/' means the repo root)"
     )
     assert result.renderer == "helm"
 
 
+def test_values_file_relative_to_the_chart_directory(repo: Path) -> None:
+    write(repo, "charts/api/values-prod.yaml", "replicas: 7\n")
+    result = render_app(api_app(values=("values-prod.yaml",)), repo)
+    assert result.error is None, result.error
+    assert result.objects[0]["spec"]["replicas"] == 7
+    assert "charts/api/values-prod.yaml" in result.inputs
+
+
 def test_values_file_escaping_with_dotdot_is_refused(repo: Path, tmp_path: Path) -> None:
     write(tmp_path, "values.yaml", "replicas: 99\n")
-    result = render_app(api_app(values=("../../values.yaml",)), repo)
-    assert result.error == "helm.values: '../../values.yaml' leaves the repository"
+    result = render_app(api_app(values=("../../../values.yaml",)), repo)
+    assert result.error == "helm.values: '../../../values.yaml' leaves the repository"
+    result = render_app(api_app(values=("/../values.yaml",)), repo)
+    assert result.error == "helm.values: '../values.yaml' leaves the repository"
 
 
 def test_values_file_symlinked_out_of_the_export_is_refused(repo: Path, tmp_path: Path) -> None:
     outside = write(tmp_path, "values.yaml", "replicas: 99\n")
     os.symlink(outside, repo / "envs/prod/evil.yaml")
-    result = render_app(api_app(values=("envs/prod/evil.yaml",)), repo)
+    result = render_app(api_app(values=("/envs/prod/evil.yaml",)), repo)
     assert (
         result.error == "helm.values: envs/prod/evil.yaml resolves outside the repository (symlink)"
     )
