@@ -17,13 +17,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
+from bot.config import (
+    DISCOVER_EVERYTHING,
+    REPO_CONFIG_FILE,
+    ConfigError,
+    RepoConfig,
+    parse_repo_config,
+)
 from bot.diff import diff_objects, load_or_create_key, mask_secret, normalize
 from bot.exports import ExportCache
 from bot.gitops import Git, GitError
 from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, overall_verdict
 from bot.policy import PolicyEngine, make_engine
 from bot.render import RenderCache, RenderLimits, affected_apps, render_apps, render_inputs
+from bot.render.discovery.discover import describe, discover_apps
 from bot.signatures import SignatureVerifier, TrustedKeys
 
 POLICY_SUFFIX = ".rego"
@@ -64,6 +71,9 @@ class _Side:
     root: Path
     config: RepoConfig | None
     config_error: str | None
+    # Argo CD / Flux discovery: what it found (notes) and what it could not read (errors).
+    notes: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
 
 
 def run_preview(
@@ -93,6 +103,9 @@ def run_preview(
             report.errors.append(f"base revision: {base.config_error}")
         if head.config is None:
             report.errors.append(f"head revision: {head.config_error}")
+        for side, label in ((base, "base revision"), (head, "head revision")):
+            report.errors.extend(f"{label}: {error}" for error in side.errors)
+        report.notes = list(dict.fromkeys(head.notes or base.notes))
         gate = base.config or RepoConfig()
         report.apps = _preview_apps(git, base, head, gate, options)
     report.signatures = _check_signatures(git, base_sha, head_sha, gate, options)
@@ -103,11 +116,32 @@ def run_preview(
 def _load_side(git: Git, root: Path, sha: str) -> _Side:
     raw = git.read_file(sha, REPO_CONFIG_FILE)
     if raw is None:
-        return _Side(sha, root, None, f"{REPO_CONFIG_FILE} not found")
+        # No .sluice.yaml: adopt the repo's Argo CD / Flux apps, if it has any.
+        found = discover_apps(root, DISCOVER_EVERYTHING)
+        if not found.apps and not found.errors:
+            message = f"{REPO_CONFIG_FILE} not found, and no Argo CD or Flux apps were found"
+            return _Side(sha, root, None, message)
+        notes = (f"{REPO_CONFIG_FILE} not found: {describe(found)}", *found.notes)
+        return _Side(
+            sha, root, RepoConfig(apps=tuple(found.apps)), None, notes, tuple(found.errors)
+        )
     try:
-        return _Side(sha, root, parse_repo_config(raw, REPO_CONFIG_FILE), None)
+        config = parse_repo_config(raw, REPO_CONFIG_FILE)
     except ConfigError as exc:
         return _Side(sha, root, None, str(exc))
+    if config.discover is None:
+        return _Side(sha, root, config, None)
+    found = discover_apps(root, config.discover)
+    declared = {app.name for app in config.apps}
+    errors = [*found.errors]
+    errors += [
+        f"discovery: app {a.name!r} is also declared in {REPO_CONFIG_FILE}"
+        for a in found.apps
+        if a.name in declared
+    ]
+    apps = (*config.apps, *(a for a in found.apps if a.name not in declared))
+    notes = (describe(found), *found.notes)
+    return _Side(sha, root, replace(config, apps=apps), None, notes, tuple(errors))
 
 
 def _preview_apps(
@@ -299,6 +333,12 @@ def _app_report(
         report.status = "error"
         report.error = head.error
         return report
+    if current.unrendered:
+        # Sources outside this repo (Argo CD / Flux apps): shown, never silently dropped.
+        report.error = "; ".join(current.unrendered)
+        if not app.sources:
+            report.status = "not-rendered"
+            return report
     if base is not None and head is not None and _same_render(base, head):
         return report
 

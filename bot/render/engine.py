@@ -89,6 +89,10 @@ def render_inputs(app: App, root: Path, limits: RenderLimits | None = None) -> s
 
     Raises :class:`RenderError` when they cannot be determined safely.
     """
+    if app.sources or app.unrendered:
+        from bot.render.discovery.render import discovered_inputs
+
+        return discovered_inputs(app, root, limits or RenderLimits())
     return set(plan_render(app, ExportTree(root), limits or RenderLimits()).inputs)
 
 
@@ -139,6 +143,10 @@ class RenderEngine:
         cache: RenderCache | None = None,
     ) -> RenderedApp:
         limits = limits or RenderLimits()
+        if app.sources or app.unrendered:  # discovered from Argo CD / Flux manifests
+            from bot.render.discovery.render import render_discovered
+
+            return render_discovered(self, app, root, limits, cache)
         deadline = time.monotonic() + limits.timeout_s
         renderer = app.renderer if app.renderer != "auto" else "unknown"
         inputs: frozenset[str] = frozenset()
@@ -226,6 +234,12 @@ class RenderEngine:
             settings["engine"] = helm_engine_version()
             settings["release"] = release_name(plan.app)
             settings["values"] = list(plan.app.helm.values)
+            helm = plan.app.helm
+            settings["helm"] = [
+                helm.ignore_missing,
+                helm.inline,
+                [list(p) for p in helm.parameters],
+            ]
         else:
             settings["engine"] = PLAIN_ENGINE
         return settings
