@@ -27,6 +27,7 @@ from bot.forge.webhooks import (
 )
 from bot.server.metrics import Metrics
 from bot.server.queue import JobQueue, NewJob
+from bot.server.reports import add_report_routes, open_pages
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ def create_app(
     def metrics_endpoint() -> Response:
         text, content_type = metrics.render()
         return Response(text, content_type=content_type)
+
+    add_report_routes(app, open_pages(config.data_dir))
 
     return app
 

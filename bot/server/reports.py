@@ -1,0 +1,161 @@
+"""Full report pages, stored for a while and served at ``/reports/<token>``.
+
+The token is the capability: 32 random bytes, URL-safe. Whoever can read the PR
+comment can open the page; nobody can list or guess pages. A tiny interface
+(put/get/expire) over SQLite in the data directory, so another backend can take
+its place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from flask import Flask, Response
+
+from bot.models import Report
+from bot.report import CommentContext, to_json
+from bot.report.html import render_html
+
+DEFAULT_RETENTION = timedelta(days=30)
+TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+@dataclass(frozen=True)
+class ReportPage:
+    token: str
+    html: str
+    json: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class ReportPages:
+    def __init__(self, path: str | Path, *, retention: timedelta = DEFAULT_RETENTION) -> None:
+        self.path = Path(path)
+        self.retention = retention
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as conn, conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS report_pages (token TEXT PRIMARY KEY, html TEXT NOT NULL,"
+                " json TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL)"
+            )
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS report_pages_expiry ON report_pages (expires_at)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=10)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    def put(self, html: str, json_text: str, now: datetime | None = None) -> ReportPage:
+        """Store a page under a fresh token; old pages past their time are dropped."""
+        now = now or datetime.now(UTC)
+        page = ReportPage(secrets.token_urlsafe(32), html, json_text, now, now + self.retention)
+        with closing(self._connect()) as conn, conn:
+            conn.execute(
+                "INSERT INTO report_pages VALUES (?, ?, ?, ?, ?)",
+                (page.token, html, json_text, now.isoformat(), page.expires_at.isoformat()),
+            )
+        self.expire(now)
+        return page
+
+    def get(self, token: str, now: datetime | None = None) -> ReportPage | None:
+        """The page for ``token``, or None if it never existed or has expired."""
+        if not TOKEN_PATTERN.match(token):
+            return None
+        now = now or datetime.now(UTC)
+        with closing(self._connect()) as conn:
+            row = conn.execute(
+                "SELECT token, html, json, created_at, expires_at FROM report_pages "
+                "WHERE token = ?",
+                (token,),
+            ).fetchone()
+        if row is None:
+            return None
+        page = ReportPage(
+            row[0], row[1], row[2], datetime.fromisoformat(row[3]), datetime.fromisoformat(row[4])
+        )
+        return page if page.expires_at > now else None
+
+    def expire(self, now: datetime | None = None) -> int:
+        """Drop every page past its time; how many were dropped."""
+        now = now or datetime.now(UTC)
+        with closing(self._connect()) as conn, conn:
+            return conn.execute(
+                "DELETE FROM report_pages WHERE expires_at <= ?", (now.isoformat(),)
+            ).rowcount
+
+
+PAGE_HEADERS = {
+    # The page runs no script at all; its only styles are inline.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "private, no-store",
+    "X-Robots-Tag": "noindex",
+}
+
+
+def retention_from_env(value: str | None) -> timedelta:
+    """``SLUICE_REPORT_RETENTION_DAYS`` (default 30): how long report pages are kept."""
+    if value is None or not value.strip():
+        return DEFAULT_RETENTION
+    try:
+        days = float(value)
+    except ValueError:
+        days = -1
+    if not 0 < days <= 3650:
+        raise ValueError(
+            f"SLUICE_REPORT_RETENTION_DAYS must be a number of days from 0 to 3650, got {value!r}"
+        )
+    return timedelta(days=days)
+
+
+def open_pages(data_dir: Path, env: dict[str, str] | None = None) -> ReportPages:
+    """The store in ``data_dir``, with the retention ``env`` sets (default: os.environ)."""
+    env = dict(os.environ) if env is None else env
+    return ReportPages(
+        Path(data_dir) / "reports.sqlite3",
+        retention=retention_from_env(env.get("SLUICE_REPORT_RETENTION_DAYS")),
+    )
+
+
+def publish_page(
+    pages: ReportPages | None,
+    public_url: str | None,
+    report: Report,
+    *,
+    title: str,
+    context: CommentContext,
+) -> CommentContext:
+    """Store the full page for ``report``; ``context`` with its ``report_url`` set.
+    Without ``SLUICE_PUBLIC_URL`` nobody could open it, so nothing is stored."""
+    if pages is None or not public_url:
+        return context
+    json_text = to_json(report)
+    html = render_html(report, json_text, title=title, context=context)
+    page = pages.put(html, json_text, context.made_at)
+    return replace(context, report_url=f"{public_url.rstrip('/')}/reports/{page.token}")
+
+
+def add_report_routes(app: Flask, pages: ReportPages) -> None:
+    """``GET /reports/<token>`` (the page) and ``/reports/<token>.json`` (the JSON)."""
+
+    @app.get("/reports/<token>")
+    def report_page(token: str) -> Response:
+        as_json = token.endswith(".json")
+        page = pages.get(token.removesuffix(".json"))
+        if page is None:
+            return Response("no such report (it may have expired)\n", 404, PAGE_HEADERS)
+        if as_json:
+            return Response(page.json, 200, PAGE_HEADERS, content_type="application/json")
+        return Response(page.html, 200, PAGE_HEADERS, content_type="text/html; charset=utf-8")
