@@ -3,19 +3,26 @@
 The key hashes every file the render reads (repo path and bytes), the renderer,
 its settings and the engine version, so one entry serves base and head of any
 PR, and any later run when ``directory`` is kept. Failed renders are never cached.
+
+The cache holds at most ``max_bytes`` (``SLUICE_RENDER_CACHE_MAX_BYTES``, default
+256 MiB): least recently used entries go first. An entry is read in one call, so
+removing it can only turn a concurrent hit into a miss, never a wrong answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.atomicfile import write_atomically
+from bot.cachesize import DEFAULT_RENDER_MAX_BYTES, RENDER_ENV, max_bytes
 from bot.models import K8sObject
 
 _FORMAT = 1
@@ -30,11 +37,17 @@ class CacheStats:
 class RenderCache:
     """Rendered objects by content key, in memory or under ``directory`` on disk."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, max_bytes_: int | None = None) -> None:
         self.directory = Path(directory) if directory is not None else None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-        self._memory: dict[str, bytes] = {}
+        self.max_bytes = (
+            max_bytes(RENDER_ENV, DEFAULT_RENDER_MAX_BYTES) if max_bytes_ is None else max_bytes_
+        )
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory_bytes = 0
+        # Bytes on disk as of the last sweep plus what this process wrote since; None: unknown.
+        self._usage: int | None = None
         self._lock = threading.Lock()
         # key -> [lock, number of callers holding or waiting for it]
         self._inflight: dict[str, list] = {}
@@ -91,11 +104,16 @@ class RenderCache:
     def _load(self, key: str) -> list[K8sObject] | None:
         with self._lock:
             payload = self._memory.get(key)
+            if payload is not None:
+                self._memory.move_to_end(key)
         if payload is None and self.directory is not None:
+            path = self._path(key)
             try:
-                payload = self._path(key).read_bytes()
+                payload = path.read_bytes()
             except FileNotFoundError:
                 return None
+            with contextlib.suppress(OSError):
+                os.utime(path)  # its last use, for eviction
         if payload is None:
             return None
         try:
@@ -110,19 +128,55 @@ class RenderCache:
         except (TypeError, ValueError):
             return  # not JSON-representable (e.g. a YAML set): render it every time
         if self.directory is None:
-            with self._lock:
-                self._memory[key] = payload
+            self._remember(key, payload)
             return
         path = self._path(key)
         path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomically(path, payload)
+        with self._lock:
+            self._usage = None if self._usage is None else self._usage + len(payload)
+            due = self._usage is None or self._usage > self.max_bytes
+        if due:
+            self.sweep(keep=key)
+
+    def _remember(self, key: str, payload: bytes) -> None:
+        with self._lock:
+            self._memory_bytes += len(payload) - len(self._memory.pop(key, b""))
+            self._memory[key] = payload
+            while self._memory_bytes > self.max_bytes and len(self._memory) > 1:
+                _old, dropped = self._memory.popitem(last=False)
+                self._memory_bytes -= len(dropped)
+
+    def usage(self) -> int:
+        """Bytes the cache holds now."""
+        if self.directory is None:
+            with self._lock:
+                return self._memory_bytes
+        return sum(size for _path, _used, size in self._files())
+
+    def sweep(self, keep: str | None = None) -> None:
+        """Delete least recently used entries until the cache is under ``max_bytes``."""
+        files = sorted(self._files(), key=lambda entry: entry[1])
+        total = sum(size for _path, _used, size in files)
+        for path, _used, size in files:
+            if total <= self.max_bytes:
+                break
+            if path.stem == keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            total -= size
+        with self._lock:
+            self._usage = total
+
+    def _files(self) -> list[tuple[Path, float, int]]:
+        assert self.directory is not None
+        found = []
+        for path in self.directory.glob("??/*.json"):
+            with contextlib.suppress(FileNotFoundError):
+                info = path.stat()
+                found.append((path, info.st_mtime, info.st_size))
+        return found
 
     def _path(self, key: str) -> Path:
         assert self.directory is not None

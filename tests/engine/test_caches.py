@@ -1,4 +1,4 @@
-"""The one export (committed bytes, no attributes) and its LRU cache, on real git repositories."""
+"""The one export (committed bytes, no attributes) and the LRU-bounded export and render caches."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from bot.cachesize import CacheSizeError, parse_size
 from bot.exports import ExportCache
 from bot.gitops import Git
+from bot.models import App
+from bot.render import RenderCache, RenderEngine, render_app
 
 KIB = 1024
 
@@ -115,3 +117,30 @@ def test_size_settings_parse_units_and_refuse_garbage() -> None:
     assert parse_size("1000", "X") == 1000
     with pytest.raises(CacheSizeError, match="SLUICE_EXPORT_CACHE_MAX_BYTES: 'lots' is not a size"):
         parse_size("lots", "SLUICE_EXPORT_CACHE_MAX_BYTES")
+
+
+def test_render_cache_stays_under_its_bound_and_keeps_the_latest(tmp_path: Path) -> None:
+    cache = RenderCache(tmp_path / "renders", 40 * KIB)
+    engine = RenderEngine()
+    app = App(name="cfg", path="cfg")
+    for push in range(30):
+        export = tmp_path / f"export-{push}"
+        (export / "cfg").mkdir(parents=True)
+        (export / "cfg/cm.yaml").write_text(
+            f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n"
+            f"data: {{push: '{push}', pad: {'x' * 10 * KIB}}}\n"
+        )
+        assert render_app(app, export, cache=cache, engine=engine).error is None
+        assert cache.usage() <= 40 * KIB
+    renders = engine.renders
+    latest = render_app(app, tmp_path / "export-29", cache=cache, engine=engine)
+    assert latest.objects[0]["data"]["push"] == "29"
+    assert engine.renders == renders  # served from the cache
+
+
+def test_in_memory_render_cache_is_bounded_too(tmp_path: Path) -> None:
+    cache = RenderCache(None, 3 * KIB)
+    for push in range(10):
+        cache.get_or_render(str(push), lambda: [{"pad": "x" * KIB}])
+    assert cache.usage() <= 3 * KIB
+    assert cache.get_or_render("9", lambda: []) == [{"pad": "x" * KIB}]
