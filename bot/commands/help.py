@@ -7,6 +7,7 @@ import difflib
 from bot.commands.authz import CommandRules
 from bot.commands.spec import ALIASES, COMMAND_NAMES, COMMANDS
 from bot.forge.base import Permission
+from bot.report.escape import code
 
 
 def help_text(bot_login: str | None, rules: CommandRules | None = None) -> str:
@@ -30,8 +31,13 @@ def help_text(bot_login: str | None, rules: CommandRules | None = None) -> str:
     lines.append(
         "App names are the `name`s in `.sluice.yaml`; without names a command acts on "
         "the apps this PR changes. `/sync` and `/rollback` are not accepted on pull "
-        "requests from forks."
+        "requests from forks. `/sync` works before merge only on apps with "
+        "`sync_before_merge: true`; `/rollback` only on merged pull requests."
     )
+    if rules.has_policy_owners:
+        owners = sorted(rules.policy_owner_users) + sorted(rules.policy_owner_teams)
+        lines.append("")
+        lines.append(f"Policy owners (`/approve-policy`): {', '.join(code(o) for o in owners)}.")
     return "\n".join(lines)
 
 
@@ -47,8 +53,8 @@ def suggestions(name: str) -> list[str]:
 
 def unknown_command_reply(name: str) -> str:
     """Markdown reply to ``/name`` that Sluice does not know, with a did-you-mean."""
-    shown = name.lstrip("/")[:64].replace("`", "'")
-    lines = [f"Sluice does not know the command `/{shown}`."]
+    shown = name.lstrip("/")[:64]
+    lines = [f"Sluice does not know the command {code('/' + shown)}."]
     guesses = suggestions(name)
     if guesses:
         options = " or ".join(f"`/{g}`" for g in guesses)
@@ -64,7 +70,8 @@ def _who(name: str, rules: CommandRules) -> str:
     if rule.level < Permission.ADMIN:
         who += " or higher"
     if rule.has_allowlist:
-        who += ", listed users or teams only"
+        listed = sorted(rule.users or ()) + sorted(rule.teams or ())
+        who += ": only " + (", ".join(code(x, in_table=True) for x in listed) or "nobody")
     if name == "approve-policy" and rules.has_policy_owners:
         who += ", policy owners only"
     return who

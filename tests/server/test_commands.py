@@ -326,7 +326,7 @@ def test_help_shows_configured_levels():
     )
     text = help_text(None, rules)
     sync_row = next(line for line in text.splitlines() if line.startswith("| `/sync"))
-    assert "admin access, listed users or teams only" in sync_row
+    assert "admin access: only `acme/deployers`" in sync_row
     approve_row = next(line for line in text.splitlines() if line.startswith("| `/approve"))
     assert "policy owners only" in approve_row
     assert "address the bot" not in text  # no mention form without a bot login

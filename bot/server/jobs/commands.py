@@ -18,6 +18,7 @@ from bot.config.server import RepoSettings
 from bot.deploy.overrides import apply_override, deny_violations, pr_key, violations_fingerprint
 from bot.forge.base import Forge, PullRequest
 from bot.forge.webhooks import CommentEvent
+from bot.report.escape import code, reply, text
 from bot.server.jobs.context import JobContext
 from bot.server.jobs.preview import PreviewJobs
 from bot.server.worker import CancelToken
@@ -49,7 +50,7 @@ class CommandJobs:
             if isinstance(item, UnknownCommand):
                 _reply(forge, pr, event, unknown_command_reply(item.name))
             elif isinstance(item, CommandError):
-                _reply(forge, pr, event, f"`{item.raw.strip()}`: {item.message}")
+                _reply(forge, pr, event, f"{code(item.raw.strip())}: {text(item.message)}")
             else:
                 self._run_command(forge, pr, settings, event, item, cancel)
 
@@ -77,7 +78,7 @@ class CommandJobs:
         forge.add_reaction(pr, event.comment_id, "eyes")
         promoter = self.ctx.promoter
         if command.name == "help":
-            _reply(forge, pr, event, help_text(self.ctx.bot_login(forge)))
+            _reply(forge, pr, event, help_text(self.ctx.bot_login(forge), settings.command_rules()))
         elif command.name in ("diff", "policy"):
             self._rerun(forge, pr, settings, event, command, cancel)
         elif command.name == "approve-policy":
@@ -118,7 +119,7 @@ class CommandJobs:
                 forge,
                 pr,
                 event,
-                f"`/{command.name}`: no app named {', '.join(f'`{m}`' for m in missing)} "
+                f"`/{command.name}`: no app named {', '.join(code(m) for m in missing)} "
                 "in `.sluice.yaml`.",
             )
 
@@ -157,4 +158,5 @@ class CommandJobs:
 
 
 def _reply(forge: Forge, pr: PullRequest, event: CommentEvent, text: str) -> None:
-    forge.create_comment(pr, f"@{event.author} {text}")
+    # The mention on its own line: a reply that starts with a heading still renders.
+    forge.create_comment(pr, reply(event.author, text))
