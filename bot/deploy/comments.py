@@ -10,7 +10,8 @@ from typing import Any
 
 from bot.deploy.puller_client import LastResult
 from bot.forge.base import StatusState
-from bot.report.escape import code, code_block, one_line, text, truncate
+from bot.report.escape import code, code_block, html_code, html_text, one_line, text, truncate
+from bot.report.words import object_name
 
 MAX_DRIFT_COMMENT_CHARS = 60_000
 
@@ -88,7 +89,7 @@ def deploy_comment(title: str, where: str, outcomes: list[Outcome], notes: list[
                   and o.state != "success"]  # fmt: skip
         for o in failed:
             assert o.result is not None
-            lines += ["", f"{code(o.app)}: {text(o.result.message)}"]
+            lines += ["", f"{code(o.app)}: {text(truncate(o.result.message, 2_000))}"]
     lines += comment_notes(notes)
     return "\n".join(lines)
 
@@ -104,11 +105,12 @@ def drift_comment(app: str, revision: str, drift: list[dict[str, Any]]) -> str:
     ]
     budget = MAX_DRIFT_COMMENT_CHARS
     for item in drift:
-        name = "/".join(str(item.get(k) or "") for k in ("kind", "namespace", "name"))
+        name = object_name(item.get("kind"), item.get("namespace"), item.get("name"))
         diff = str(item.get("diff") or "")
         block = code_block(truncate(diff, 8000), "diff") if diff else ""
-        part = (f"<details><summary>{text(str(item.get('action') or 'update'))} "
-                f"{text(name)}</summary>\n\n{block}\n</details>")  # fmt: skip
+        # Inside raw HTML: HTML escaping, not Markdown escaping (a backslash would show).
+        part = (f"<details><summary>{html_text(str(item.get('action') or 'update'))} "
+                f"{html_code(name)}</summary>\n\n{block}\n</details>")  # fmt: skip
         if len(part) > budget:
             lines.append("… and more objects (the comment size limit was reached)")
             break
