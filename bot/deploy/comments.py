@@ -99,8 +99,8 @@ def drift_comment(app: str, revision: str, drift: list[dict[str, Any]]) -> str:
         f"### ⚠️ Drift on {code(app)}",
         "",
         f"{len(drift)} object{'s' if len(drift) != 1 else ''} in the cluster differ from the "
-        f"approved revision {code(revision[:12])}. Secret values are masked. Comment `/sync "
-        f"{app}` to restore the approved state.",
+        f"approved revision {code(revision[:12])}. Secret values are masked. Comment "
+        f"{code('/sync ' + app)} to restore the approved state.",
         "",
     ]
     budget = MAX_DRIFT_COMMENT_CHARS
