@@ -459,6 +459,8 @@ def puller_config(
         "bot_keys": str(keys.bot_keys),
         "trusted_keys": str(keys.repo_keys),
         "data_dir": str(tmp / "puller-data"),
+        # The puller trusts history up to the layout commit; everything after is verified.
+        "trust_anchor": gpgkit.git(gitops.bare, "rev-list", "--max-parents=0", "main"),
         "interval_s": 2,
         "health_timeout_s": 20,
         "kube": {"host": kube.host, "token_file": str(token_file)},

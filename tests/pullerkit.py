@@ -198,6 +198,7 @@ class World:
     emu: KubeEmulator
     receiver: EventReceiver
     data_dir: Path
+    anchor: str = ""  # the puller's trust_anchor: the repository's first commit
     extra_config: dict[str, Any] = field(default_factory=dict)
 
     # -- the GitOps repository
@@ -208,10 +209,16 @@ class World:
         )
 
     def record(
-        self, revision: str, *, signer: str | None = None, pr: int = 7, **fields: Any
+        self,
+        revision: str,
+        *,
+        signer: str | None = None,
+        pr: int = 7,
+        app: str = "web",
+        **fields: Any,
     ) -> str:
         fields.setdefault("gates", {"signatures": "pass", "policy": "pass", "render": "pass"})
-        entry = LedgerEntry(app="web", revision=revision, pr=pr, approved_by=["alice"], **fields)
+        entry = LedgerEntry(app=app, revision=revision, pr=pr, approved_by=["alice"], **fields)
         return Ledger(Git(self.origin)).record([entry], self.keys.signer(signer), f"deploy {pr}")
 
     # -- the puller
@@ -225,6 +232,7 @@ class World:
             "bot_keys": str(self.keys.bot_keys),
             "trusted_keys": str(self.keys.trusted_keys),
             "data_dir": str(self.data_dir),
+            "trust_anchor": self.anchor,
             "health_timeout_s": 5,
             "kube": {"host": self.emu.host, "token_file": str(token_file)},
             **self.extra_config,
@@ -250,7 +258,9 @@ def world(tmp: Path, keys: Keys, *, self_heal: bool = False, mode: str = "all") 
     emu = KubeEmulator().start()
     receiver = EventReceiver()
     w = World(tmp, keys, origin, emu, receiver, tmp / "puller-data")
-    w.commit({".sluice.yaml": sluice_yaml(self_heal=self_heal, mode=mode), **manifests()}, "init")
+    w.anchor = w.commit(
+        {".sluice.yaml": sluice_yaml(self_heal=self_heal, mode=mode), **manifests()}, "init"
+    )
     try:
         with rollouts(emu):
             yield w

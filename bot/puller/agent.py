@@ -45,27 +45,19 @@ from bot.preview import load_policy_sources
 from bot.puller.cluster import ClusterError
 from bot.puller.config import PullerConfig
 from bot.puller.events import EventReporter
+from bot.puller.frontier import StateFrontierStore
 from bot.puller.history import HistoryStore, LastResult
 from bot.puller.metrics import PullerMetrics
 from bot.puller.plan import PlanError
+from bot.puller.verify import ChainVerifier, Refused
 from bot.render import RenderCache, render_app
-from bot.signatures import SignatureVerifier, TrustedKeys, TrustedKeysError
-from bot.signatures.merges import is_clean_merge, merge_parents
+from bot.signatures import TrustedKeys, TrustedKeysError
 
 log = logging.getLogger(__name__)
 
 MIRROR_KEY = "gitops"
 _LEDGER_STATE_KEY = "ledger_commit"
 _MAX_LISTED_PROBLEMS = 5
-
-
-class Refused(Exception):
-    """A check failed: nothing is applied. ``phase`` is what the app shows."""
-
-    def __init__(self, message: str, phase: str = "Held") -> None:
-        super().__init__(message)
-        self.phase = phase
-        self.apps: list[str] = []  # for a refusal of the whole ledger: the apps it holds
 
 
 @dataclass
@@ -167,6 +159,13 @@ class PullerAgent:
         self._mirrors = Mirrors(data / "mirrors")
         self._exports = ExportCache(data / "exports")
         self._renders = RenderCache(data / "renders")
+        self._chain = ChainVerifier(
+            StateFrontierStore(self.store),
+            repository=config.repo_url,
+            trust_anchor=config.trust_anchor,
+            trusted_keys=config.trusted_keys,
+            cache_dir=data / "signatures",
+        )
         self._locks = AppLocks()
         self._states_lock = threading.Lock()
         self._states: dict[str, AppState] = {}
@@ -335,6 +334,11 @@ class PullerAgent:
             # Untrusted, but good enough to say which apps are held and why.
             refused.apps = self._named_apps(git, config.ledger_ref)
             raise refused from None
+        try:
+            self._chain.check_anchor(git, tracked, config.tracked_branch)
+        except Refused as exc:
+            exc.apps = self._named_apps(git, ledger.tip)
+            raise
         gate = _repo_config(git, tracked, f"{config.tracked_branch} ({tracked[:12]})")
         return _Cycle(git=git, ledger=ledger, tracked=tracked, gate=gate)
 
@@ -422,44 +426,10 @@ class PullerAgent:
     # -- checks and render
 
     def _prepare(self, cycle: _Cycle, state: AppState, entry: LedgerEntry, writer: str) -> _Plan:
-        self._verify_signatures(cycle, entry)
+        self._chain.verify(cycle.git, entry.revision, cycle.gate.signatures.mode)
         app, objects = self._render(cycle.git, state.name, entry.revision)
         note = self._check_policy(cycle, app, entry, objects)
         return _Plan(entry=entry, ledger_commit=writer, app=app, objects=objects, note=note)
-
-    def _verify_signatures(self, cycle: _Cycle, entry: LedgerEntry) -> None:
-        mode = cycle.gate.signatures.mode
-        if mode == "off":
-            return
-        git = cycle.git
-        shas: list[str] = []
-        if mode == "all" and entry.previous is not None:
-            if git.run("cat-file", "-t", entry.previous, check=False).strip() != b"commit":
-                raise Refused(
-                    f"the previous revision {entry.previous[:12]} is not in the repository, "
-                    "so the commits since it cannot be verified"
-                )
-            shas = git.rev_list(entry.previous, entry.revision)
-        # The revision itself is always checked, also when it is older than ``previous``;
-        # a forge's unsigned merge commit stands for the PR head it merged, checked too.
-        merged_head = merge_parents(git, entry.revision)[1:] if mode == "head" else []
-        shas = list(dict.fromkeys([*shas, entry.revision, *merged_head]))
-        try:
-            keys = TrustedKeys.load(self.config.trusted_keys)
-        except TrustedKeysError as exc:
-            raise Refused(f"trusted keys: {exc}") from None
-        with SignatureVerifier(keys, cache_dir=self.config.data_dir / "signatures") as verifier:
-            checks = verifier.check_commits(git, shas)
-        bad = [
-            check
-            for check in checks
-            if check.status != "valid"
-            and not (check.status == "unsigned" and is_clean_merge(git, check.sha))
-        ]
-        if bad:
-            listed = ", ".join(f"{c.sha[:12]} is {c.status}" for c in bad[:_MAX_LISTED_PROBLEMS])
-            more = f" and {len(bad) - _MAX_LISTED_PROBLEMS} more" if len(bad) > 5 else ""
-            raise Refused(f"signatures (mode {mode}): {listed}{more}")
 
     def _render(self, git: Git, name: str, revision: str) -> tuple[App, list[K8sObject]]:
         config = _repo_config(git, revision, f"revision {revision[:12]}", phase="Failed")

@@ -8,6 +8,7 @@ Example::
     apps: [web-prod, "api-*"]         # names or fnmatch globs this puller owns
     bot_keys: /etc/sluice/bot-keys    # *.asc + allowed_signers: who may sign the ledger
     trusted_keys: /etc/sluice/keys    # who may sign the revision's commits
+    trust_anchor: 0123abcd...         # full SHA: history up to it is trusted (required)
     interval_s: 300
     health_timeout_s: 300
     history_limit: 10
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +45,13 @@ POLICY_ENGINES = ("regorus", "regopy")
 _FIELDS = frozenset(
     {
         "repo_url", "tracked_branch", "ledger_branch", "apps", "bot_keys", "trusted_keys",
+        "trust_anchor",
         "interval_s", "health_timeout_s", "history_limit", "data_dir", "inventory_namespace",
         "max_prune_ratio", "policy_engine", "kube",
     }
 )  # fmt: skip
 _KUBE_FIELDS = frozenset({"host", "token_file", "ca_file"})
+_FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class PullerConfig:
     bot_keys: Path
     trusted_keys: Path
     data_dir: Path
+    trust_anchor: str
     tracked_branch: str = "main"
     ledger_branch: str = DEFAULT_BRANCH
     interval_s: float = 300.0
@@ -121,6 +126,7 @@ def parse_puller_config(
         apps=fields.app_patterns(),
         bot_keys=fields.path("bot_keys"),
         trusted_keys=fields.path("trusted_keys"),
+        trust_anchor=fields.trust_anchor(),
         data_dir=fields.path("data_dir"),
         interval_s=fields.number("interval_s", 300.0, minimum=1.0),
         health_timeout_s=fields.number("health_timeout_s", 300.0, minimum=0.0),
@@ -184,6 +190,23 @@ class _Fields:
         if value not in choices:
             raise ConfigError(f"{self._where(name)}: must be one of {', '.join(choices)}")
         return value
+
+    def trust_anchor(self) -> str:
+        """The commit the signature chain starts from: a full SHA, never a ref that moves."""
+        value = self.raw.get("trust_anchor")
+        if value is None:
+            raise ConfigError(
+                f"{self._where('trust_anchor')}: is required: the full SHA of the last commit "
+                "whose history you trust; every commit after it must be signed "
+                "(README: 'The signature chain and trust_anchor')"
+            )
+        text = str(value).strip().lower() if isinstance(value, str) else ""
+        if not _FULL_SHA.match(text):
+            raise ConfigError(
+                f"{self._where('trust_anchor')}: {value!r} is not a full commit SHA "
+                "(40 or 64 hex digits; a branch, tag or short SHA could point elsewhere later)"
+            )
+        return text
 
     def app_patterns(self) -> tuple[str, ...]:
         value = self.raw.get("apps")

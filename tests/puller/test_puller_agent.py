@@ -11,20 +11,7 @@ from bot.cli import main
 from bot.config import ConfigError
 from bot.puller.config import load_puller_config, parse_puller_config
 from tests import gpgkit
-from tests.pullerkit import SECRET_VALUE, TOKEN, Keys, World, make_keys, manifests, world
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory):
-    keys = make_keys(tmp_path_factory.mktemp("puller-keys"))
-    yield keys
-    gpgkit.kill_agent(keys.home)
-
-
-@pytest.fixture
-def w(tmp_path: Path, keys: Keys):
-    with world(tmp_path, keys) as w:
-        yield w
+from tests.pullerkit import SECRET_VALUE, TOKEN, Keys, World, manifests, world
 
 
 def _deployed(w: World) -> str:
@@ -347,7 +334,10 @@ def test_events_the_bot_missed_are_sent_on_a_later_cycle(w: World):
 
 
 def test_config_errors_name_the_file_and_the_field(tmp_path: Path):
-    base = "repo_url: x\napps: [web]\nbot_keys: k\ntrusted_keys: t\ndata_dir: d\n"
+    base = (
+        "repo_url: x\napps: [web]\nbot_keys: k\ntrusted_keys: t\ndata_dir: d\n"
+        f"trust_anchor: {'ab' * 20}\n"
+    )
     with pytest.raises(ConfigError, match=r"^p\.yaml: interval_s: must be a number"):
         parse_puller_config(base + "interval_s: soon\n", {}, source="p.yaml")
     with pytest.raises(ConfigError, match=r"^p\.yaml: apps: must be a non-empty list"):
@@ -382,6 +372,7 @@ def _write_config(w: World, path: Path) -> None:
                 "bot_keys": str(config.bot_keys),
                 "trusted_keys": str(config.trusted_keys),
                 "data_dir": str(config.data_dir),
+                "trust_anchor": config.trust_anchor,
                 "health_timeout_s": 5,
                 "kube": {"host": w.emu.host, "token_file": str(config.kube.token_file)},
             }
@@ -405,7 +396,10 @@ def test_cli_once_exits_0_after_a_good_cycle_and_1_after_a_refusal(
 
 def test_cli_refuses_to_serve_without_a_token(tmp_path: Path, monkeypatch, capsys):
     path = tmp_path / "puller.yaml"
-    path.write_text("repo_url: x\napps: [web]\nbot_keys: k\ntrusted_keys: t\ndata_dir: d\n")
+    path.write_text(
+        "repo_url: x\napps: [web]\nbot_keys: k\ntrusted_keys: t\ndata_dir: d\n"
+        f"trust_anchor: {'ab' * 20}\n"
+    )
     monkeypatch.delenv("SLUICE_PULLER_TOKEN", raising=False)
     assert main(["puller", "--config", str(path)]) == 2
     assert "SLUICE_PULLER_TOKEN" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from bot.puller.api import create_puller_app
 from tests import gpgkit
 from tests.emulators.kube import Fault
-from tests.pullerkit import SECRET_VALUE, TOKEN, Keys, World, make_keys, manifests, world
+from tests.pullerkit import SECRET_VALUE, TOKEN, Keys, World, manifests, world
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 APP_STATUS_KEYS = {
@@ -26,13 +26,6 @@ LAST_RESULT_KEYS = {
     "revision", "ledger_commit", "action", "pr", "result", "health", "created", "updated",
     "unchanged", "pruned", "started_at", "finished_at", "duration_s", "message",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory):
-    keys = make_keys(tmp_path_factory.mktemp("puller-api-keys"))
-    yield keys
-    gpgkit.kill_agent(keys.home)
 
 
 class Served:
