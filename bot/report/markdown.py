@@ -12,6 +12,7 @@ does not fit is named and is one click away in the full report.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC
 
 from bot.models import Report
@@ -33,6 +34,7 @@ from bot.report.state import (
 from bot.report.words import change_counts, plural, short_sha
 
 MARKER = "<!-- sluice:report -->"
+_FOOTER_HEAD = re.compile(r"made (?:[^`<]* )?for `([0-9a-f]{7,40})`</sub>")
 DEFAULT_BUDGET = 65_536
 # Below this not even a headline and one line per section can be promised.
 MIN_BUDGET = 2_000
@@ -94,6 +96,9 @@ def render_markdown(
     steps = _next_steps(report, ctx)
     steps = steps if len(steps) <= room - summary_min else ""
     room -= len(steps)
+    notes = _notes(report)
+    notes = notes if len(notes) <= room - summary_min else ""
+    room -= len(notes)
     summary = _summary(report, summary_rows, collapsed_rows, parts, room)
     room -= len(summary)
     warn_rows = [_violation_row(f) for f in violations(report, "warn")]
@@ -108,7 +113,18 @@ def render_markdown(
         warnings = warnings if len(warnings) <= room else ""
     room -= len(warnings)
     changes = render_changes(report, room, ctx.full_report())
-    return head + blockers + steps + summary + changes + warnings + tail
+    return head + blockers + steps + notes + summary + changes + warnings + tail
+
+
+def _notes(report: Report) -> str:
+    """What discovery found and what was left unrendered (external sources): no gate fails."""
+    lines = [text(truncate(note, MESSAGE_LIMIT)) for note in report.notes]
+    lines += [
+        f"{code(app.name)}: {text(truncate(app.error, MESSAGE_LIMIT))}"
+        for app in report.apps
+        if app.error and app.error.startswith(("not rendered", "unresolved"))
+    ]
+    return "### Notes\n\n" + "".join(f"- {line}\n" for line in lines) + "\n" if lines else ""
 
 
 def headline(report: Report, title: str) -> str:
@@ -123,10 +139,33 @@ def headline(report: Report, title: str) -> str:
 def _freshness(report: Report, ctx: CommentContext) -> str:
     if not ctx.previewing or ctx.previewing == report.head:
         return ""
-    return (
-        f"> ⏳ **Out of date:** Sluice is previewing the new head {code(short_sha(ctx.previewing))};"
-        f" this report is for {code(short_sha(report.head))}.\n\n"
+    return stale_note(ctx.previewing, report.head)
+
+
+def stale_note(previewing: str, made_for: str | None) -> str:
+    """The freshness line at the top of a comment whose head is no longer the PR's."""
+    shown = (
+        f"this report is for {code(short_sha(made_for))}" if made_for else "this report is older"
     )
+    return (
+        f"> ⏳ **Out of date:** Sluice is previewing the new head {code(short_sha(previewing))};"
+        f" {shown}.\n\n"
+    )
+
+
+def mark_stale(body: str, previewing: str) -> str:
+    """``body`` (a report comment) with the freshness line for ``previewing`` at its top,
+    replacing any earlier one; unchanged if it is not a report or already for that head."""
+    if not body.startswith(MARKER + "\n"):
+        return body
+    rest = body[len(MARKER) + 1 :]
+    if rest.startswith("> ⏳ **Out of date:**"):
+        rest = rest.split("\n\n", 1)[1] if "\n\n" in rest else ""
+    made_for = _FOOTER_HEAD.search(body)
+    head = made_for.group(1) if made_for else None
+    if head and previewing.startswith(head):
+        return body
+    return MARKER + "\n" + stale_note(previewing, head) + rest
 
 
 def _footer(report: Report, ctx: CommentContext) -> str:

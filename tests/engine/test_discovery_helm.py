@@ -10,6 +10,7 @@ import pytest
 from bot.config import DiscoverSettings
 from bot.render import render_app
 from bot.render.discovery.discover import discover_apps
+from bot.report.markdown import render_markdown
 from tests.discoverykit import REPO_URL, GitRepo, by_name
 
 CHART = {
@@ -164,6 +165,13 @@ def test_external_sources_are_reported_in_the_preview(repo, tmp_path) -> None:
     )
     # Not-rendered apps are visible but fail no gate.
     assert report.verdict == "pass"
+    comment = render_markdown(report)
+    assert "### Notes" in comment
+    # Markdown-escaped, as any text from the repository is.
+    assert (
+        "- `argocd:cert-manager`: not rendered\\: external source https\\://charts\\.jetstack"
+        in (comment)
+    )
     as_json = report.to_dict()
     assert {a["name"]: a["status"] for a in as_json["apps"]}[
         "argocd:cert-manager"
