@@ -29,8 +29,16 @@ from bot.exports import ExportCache
 from bot.gitops import Git, GitError
 from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, overall_verdict
 from bot.policy import PolicyEngine, make_engine
-from bot.render import RenderCache, RenderLimits, affected_apps, render_apps, render_inputs
+from bot.render import (
+    RenderCache,
+    RenderEngine,
+    RenderLimits,
+    affected_apps,
+    render_apps,
+    render_inputs,
+)
 from bot.render.discovery.discover import describe, discover_apps
+from bot.render.limits import NOT_RENDERED, PreviewBudget
 from bot.signatures import SignatureVerifier, TrustedKeys
 
 POLICY_SUFFIX = ".rego"
@@ -61,7 +69,9 @@ class PreviewOptions:
     opa_url: str | None = None
     opa_token: str | None = field(default=None, repr=False)
     cache_dir: Path = field(default_factory=default_cache_dir)
-    limits: RenderLimits = field(default_factory=RenderLimits)
+    # Server-side settings (environment), never the repo's: a PR cannot raise them.
+    limits: RenderLimits = field(default_factory=lambda: RenderLimits.from_env(os.environ))
+    budget: PreviewBudget = field(default_factory=lambda: PreviewBudget.from_env(os.environ))
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
 
 
@@ -108,6 +118,7 @@ def run_preview(
         report.notes = list(dict.fromkeys(head.notes or base.notes))
         gate = base.config or RepoConfig()
         report.apps = _preview_apps(git, base, head, gate, options)
+        report.errors += budget_errors(report.apps)
     report.signatures = _check_signatures(git, base_sha, head_sha, gate, options)
     report.verdict = overall_verdict(report)
     return report
@@ -164,10 +175,14 @@ def _preview_apps(
     if not selected:
         return []
 
+    # Over the app budget: the rest are errors that name themselves (fail closed).
+    over_budget = sorted(selected)[options.budget.max_apps :]
+    selected -= set(over_budget)
     cache = RenderCache(options.cache_dir / "renders")
-    render = _Renderer(cache, options)
-    base_renders = render.many([base_apps[n] for n in selected if n in base_apps], base.root)
-    head_renders = render.many([head_apps[n] for n in selected if n in head_apps], head.root)
+    with RenderEngine(cpu_budget_s=options.budget.max_render_cpu_s) as engine:
+        render = _Renderer(cache, options, engine)
+        base_renders = render.many([base_apps[n] for n in selected if n in base_apps], base.root)
+        head_renders = render.many([head_apps[n] for n in selected if n in head_apps], head.root)
 
     secret_key = load_or_create_key(options.cache_dir / "fingerprint.key")
     sources = load_policy_sources(git, base.sha, gate.policy.paths)
@@ -186,14 +201,16 @@ def _preview_apps(
             if name in base_renders and not base_renders[name].error
         }
         reports = [
-            _app_report(name, base_renders.get(name), head_renders.get(name), secret_key)
+            _checked_app_report(name, base_renders.get(name), head_renders.get(name), secret_key)
             for name in sorted(selected)
         ]
         for report in reports:
             if report.name in pending:
                 base_policy = on_base[report.name].result() if report.name in on_base else None
                 report.policy = mark_new(pending[report.name].result(), base_policy)
-    return reports
+    all_apps = {**base_apps, **head_apps}
+    reports += [_over_budget(name, all_apps, options.budget) for name in over_budget]
+    return sorted(reports, key=lambda r: r.name)
 
 
 def mark_new(head: PolicyResult, base: PolicyResult | None) -> PolicyResult:
@@ -241,6 +258,8 @@ class _PolicyPool:
         engine = self._idle.get()
         try:
             return engine.evaluate(objects, meta)
+        except RecursionError:
+            return PolicyResult(verdict="error", error="objects are nested too deeply to evaluate")
         finally:
             self._idle.put(engine)
 
@@ -309,6 +328,7 @@ class _InputsMemo:
 class _Renderer:
     cache: RenderCache
     options: PreviewOptions
+    engine: RenderEngine
 
     def many(self, apps: Iterable[App], root: Path) -> dict[str, RenderedApp]:
         rendered = render_apps(
@@ -317,8 +337,51 @@ class _Renderer:
             limits=self.options.limits,
             cache=self.cache,
             workers=self.options.workers,
+            engine=self.engine,
         )
         return {r.app.name: r for r in rendered}
+
+
+def _over_budget(name: str, apps: dict[str, App], budget: PreviewBudget) -> AppReport:
+    app = apps[name]
+    message = (
+        f"{NOT_RENDERED} this preview selects more than {budget.max_apps} apps "
+        "(SLUICE_PREVIEW_MAX_APPS)"
+    )
+    return AppReport(name=name, path=app.path, renderer=app.renderer, status="error", error=message)
+
+
+def budget_errors(apps: Iterable[AppReport]) -> list[str]:
+    """One report error naming every app the preview's budget left unrendered; each such
+    app is an error, even when only its base side went unrendered (fail closed)."""
+    names = []
+    for report in apps:
+        if report.error and NOT_RENDERED in report.error:
+            report.status = "error"
+            names.append(report.name)
+    if not names:
+        return []
+    shown = ", ".join(sorted(names)[:50])
+    more = f" and {len(names) - 50} more" if len(names) > 50 else ""
+    return [f"preview budget exceeded; not rendered: {shown}{more}"]
+
+
+def _checked_app_report(
+    name: str, base: RenderedApp | None, head: RenderedApp | None, secret_key: bytes
+) -> AppReport:
+    """:func:`_app_report`; objects too deep to walk are that app's error, not the preview's."""
+    try:
+        return _app_report(name, base, head, secret_key)
+    except RecursionError:
+        current = head or base
+        assert current is not None
+        return AppReport(
+            name=name,
+            path=current.app.path,
+            renderer=current.renderer,
+            status="error",
+            error=f"{current.app.path or '.'}: objects are nested too deeply to diff",
+        )
 
 
 def _app_report(

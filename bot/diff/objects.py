@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
 from collections.abc import Iterable
 from functools import partial
@@ -11,6 +10,7 @@ import yaml
 
 from bot.diff.normalize import ObjectKey, normalize, object_key
 from bot.diff.secrets import mask_secret
+from bot.diff.textdiff import bounded_unified_diff
 from bot.models import Action, K8sObject, ObjectChange
 
 ACTIONS: tuple[Action, ...] = ("create", "update", "delete")
@@ -112,14 +112,12 @@ def _change(
     old_text = to_yaml(old[1]) if old is not None else ""
     new_text = to_yaml(new[1]) if new is not None else ""
     label = key.label()
-    diff = "".join(
-        difflib.unified_diff(
-            old_text.splitlines(keepends=True),
-            new_text.splitlines(keepends=True),
-            fromfile=f"a/{label}" if old is not None else "/dev/null",
-            tofile=f"b/{label}" if new is not None else "/dev/null",
-            n=context,
-        )
+    diff = bounded_unified_diff(
+        old_text.splitlines(keepends=True),
+        new_text.splitlines(keepends=True),
+        fromfile=f"a/{label}" if old is not None else "/dev/null",
+        tofile=f"b/{label}" if new is not None else "/dev/null",
+        context=context,
     )
     if not diff:
         # The objects differ but their masked text does not: two Secret values whose

@@ -23,7 +23,7 @@ from bot.render.kustomize import (
     run_kustomize,
     walk_kustomization,
 )
-from bot.render.limits import RenderError, RenderLimits
+from bot.render.limits import NOT_RENDERED, RenderError, RenderLimits
 from bot.render.manifests import load_manifests
 from bot.render.plain import MANIFEST_SUFFIXES, render_plain
 from bot.render.sandbox import Sandbox
@@ -105,8 +105,15 @@ class RenderEngine:
     Close the engine (or use it as a context manager) to stop its workers.
     """
 
-    def __init__(self, kubectl: str | None = None, sandbox: Sandbox | None = None) -> None:
+    def __init__(
+        self,
+        kubectl: str | None = None,
+        sandbox: Sandbox | None = None,
+        *,
+        cpu_budget_s: float | None = None,
+    ) -> None:
         self._kubectl = kubectl
+        self._cpu_budget_s = cpu_budget_s
         self._lock = threading.Lock()
         self._renders = 0
         self.sandbox = sandbox or Sandbox()
@@ -207,6 +214,12 @@ class RenderEngine:
     def _run(
         self, plan: RenderPlan, tree: ExportTree, limits: RenderLimits, deadline: float
     ) -> list[K8sObject]:
+        budget = self._cpu_budget_s
+        if budget is not None and self.sandbox.cpu_used_s >= budget:
+            raise RenderError(
+                f"{plan.directory or '.'}: {NOT_RENDERED} its {budget:g} render CPU seconds "
+                "are used up (SLUICE_PREVIEW_RENDER_CPU_S)"
+            )
         with self._lock:
             self._renders += 1
         if plan.renderer == "kustomize":

@@ -115,9 +115,11 @@ class HelmPool:
     ) -> dict[str, Any]:
         """Send one render request; raise :class:`RenderError` on overrun."""
         worker = self._take(limits, deadline, subject)
+        cpu_start = worker.cpu_s()
         try:
             reply = worker.call(request, deadline, limits.cpu_s)
         except WorkerOverrun as exc:
+            self._sandbox.charge(max(0.0, worker.cpu_s() - cpu_start))
             worker.kill()
             self._release(None)
             if str(exc) == "timeout":
@@ -125,6 +127,7 @@ class HelmPool:
                     f"{subject}: render timed out after {limits.timeout_s:g}s"
                 ) from None
             raise RenderError(f"{subject}: helm render {exc}") from None
+        self._sandbox.charge(float(reply.get("cpu_s") or 0.0))
         self._release(worker)
         return reply
 

@@ -45,6 +45,7 @@ def load_manifests(text: bytes | str, source: str, limits: RenderLimits) -> list
         while loader.check_node():
             node = loader.get_node()
             budget.charge(node)
+            _check_depth(node, limits.max_yaml_depth, source)
             data = loader.construct_document(node)
             objects.extend(_objects_in(data, source, node.start_mark.line + 1))
             if len(objects) > limits.max_objects:
@@ -67,6 +68,10 @@ def _load_json(text: bytes | str, source: str, limits: RenderLimits) -> list[K8s
         raise RenderError(f"{source}: not valid UTF-8 text") from None
     except RecursionError:
         raise RenderError(f"{source}: JSON is nested too deeply") from None
+    if _depth(data) > limits.max_yaml_depth:
+        raise RenderError(
+            f"{source}: nested more than {limits.max_yaml_depth} levels deep (max_yaml_depth)"
+        )
     objects = _objects_in(data, source, 1)
     if len(objects) > limits.max_objects:
         raise RenderError(f"{source}: more than {limits.max_objects} objects (limit max_objects)")
@@ -82,6 +87,7 @@ def load_yaml_document(text: bytes | str, source: str, limits: RenderLimits) -> 
         if node is None:
             return None
         _NodeBudget(limits.max_yaml_nodes, source, text).charge(node)
+        _check_depth(node, limits.max_yaml_depth, source)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise RenderError(describe_yaml_error(exc, source)) from None
@@ -96,7 +102,9 @@ def check_yaml_stream(text: bytes | str, source: str, limits: RenderLimits) -> N
     loader = _ManifestLoader(text)
     try:
         while loader.check_node():
-            budget.charge(loader.get_node())
+            node = loader.get_node()
+            budget.charge(node)
+            _check_depth(node, limits.max_yaml_depth, source)
     except yaml.YAMLError as exc:
         raise RenderError(describe_yaml_error(exc, source)) from None
     finally:
@@ -216,3 +224,31 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
         return [part for pair in node.value for part in pair]
     return []
+
+
+def _check_depth(root: yaml.Node, limit: int, source: str) -> None:
+    """Refuse a document nested deeper than ``limit``: everything after the parser (diff,
+    normalisation, policy input) walks objects recursively and would overflow the stack.
+    Runs after the alias budget, which refuses cycles and bounds the walk."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise RenderError(
+                f"{source}: line {node.start_mark.line + 1}: nested more than {limit} levels "
+                "deep (max_yaml_depth)"
+            )
+        stack.extend((child, depth + 1) for child in _children(node))
+
+
+def _depth(data: Any) -> int:
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(value, dict):
+            stack.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1) for child in value)
+    return deepest

@@ -96,7 +96,18 @@ class Sandbox:
     def __init__(self, isolation: str | None = None) -> None:
         self._lock = threading.Lock()
         self._isolation = isolation
+        self._cpu_used_s = 0.0
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+    @property
+    def cpu_used_s(self) -> float:
+        """CPU seconds used by every child this sandbox ran (renders' share of a budget)."""
+        with self._lock:
+            return self._cpu_used_s
+
+    def charge(self, cpu_s: float) -> None:
+        with self._lock:
+            self._cpu_used_s += cpu_s
 
     @property
     def isolation(self) -> str:
@@ -204,6 +215,7 @@ class Sandbox:
                     stderr=err,
                 )
                 status, cpu_s, killed = _wait(proc, limits)
+                self.charge(cpu_s)
             stdout = _read_capped(out_path, limits.max_output_bytes)
             stderr = _read_capped(err_path, 64 * 1024)
         if killed is None:

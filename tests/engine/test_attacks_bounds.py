@@ -6,6 +6,7 @@ on this host that a render must never reach.
 
 from __future__ import annotations
 
+import difflib
 import http.server
 import os
 import random
@@ -21,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, parse_repo_config
+from bot.diff import diff_objects
+from bot.diff.objects import to_yaml
 from bot.models import App
 from bot.render import RenderEngine, RenderLimits, affected_apps, render_apps
 from bot.render.globs import Glob
@@ -341,3 +344,85 @@ def test_an_overlong_watch_pattern_is_a_config_error() -> None:
         ConfigError, match=r"watch: a pattern is 402 characters, over the limit of 256"
     ):
         parse_repo_config(config.encode(), ".sluice.yaml")
+
+
+# -- diffs ---------------------------------------------------------------------------------
+
+
+def _config_map(lines: list[str]) -> dict:
+    data = {"script": "".join(lines)}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": data}
+
+
+def test_a_40000_line_rewrite_is_summarised_not_diffed() -> None:
+    old = [f"line {i} old\n" for i in range(40_000)]
+    new = [f"line {i} new\n" if i % 2 else f"line {i} old\n" for i in range(40_000)]
+    started = time.monotonic()
+    [change] = diff_objects([_config_map(old)], [_config_map(new)], secret_key=b"k")
+    assert time.monotonic() - started < 5
+    text = to_yaml(_config_map(new))
+    size = f"{len(text.splitlines())} lines, {len(text)} bytes"
+    assert change.diff.splitlines()[2] == (
+        f"# 40000 lines changed, too large to diff (before: {size}; after: {size})"
+    )
+
+
+def test_a_small_edit_in_a_40000_line_object_still_gets_a_real_diff() -> None:
+    old = [f"line {i}\n" for i in range(40_000)]
+    new = list(old)
+    new[25_000] = "line 25000 changed\n"
+    started = time.monotonic()
+    [change] = diff_objects([_config_map(old)], [_config_map(new)], secret_key=b"k")
+    assert time.monotonic() - started < 5
+    old_text, new_text = to_yaml(_config_map(old)), to_yaml(_config_map(new))
+    expected = "".join(
+        difflib.unified_diff(
+            old_text.splitlines(keepends=True),
+            new_text.splitlines(keepends=True),
+            fromfile=change.diff.splitlines()[0][4:],
+            tofile=change.diff.splitlines()[1][4:],
+        )
+    )
+    assert change.diff == expected
+    assert "-    line 25000\n+    line 25000 changed\n" in change.diff
+
+
+# -- parse failures and deep nesting are one app's error -----------------------------------
+
+
+def _deep_block(depth: int) -> str:
+    return "".join(" " * level + "k:\n" for level in range(depth)) + " " * depth + "v\n"
+
+
+def test_deep_yaml_json_and_renderer_output_fail_alone(tmp_path: Path) -> None:
+    head = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata:\n"
+    write(tmp_path, "plain/deep/cm.yaml", head + " " + _deep_block(900).replace("\n", "\n "))
+    write(tmp_path, "json/deep/cm.json", '{"a":' * 100_000 + "1" + "}" * 100_000)
+    write(tmp_path, "flow/deep/cm.yaml", head + "  x: " + "[" * 900 + "]" * 900 + "\n")
+    # Kustomize reads the deep resource fine (Go) and hands back output Sluice refuses.
+    write(tmp_path, "kust/deep/kustomization.yaml", "resources: [cm.yaml]\n")
+    write(tmp_path, "kust/deep/cm.yaml", head + "  x: " + "[" * 500 + "]" * 500 + "\n")
+    write(tmp_path, "charts/deep/Chart.yaml", CHART.format(name="deep"))
+    write(
+        tmp_path,
+        "charts/deep/templates/cm.yaml",
+        head + '  x: {{ repeat 500 "[" }}{{ repeat 500 "]" }}\n',
+    )
+    good = _good_chart(tmp_path)
+    apps = [
+        App(name=n, path=p)
+        for n, p in [
+            ("plain", "plain/deep"),
+            ("json", "json/deep"),
+            ("flow", "flow/deep"),
+            ("kust", "kust/deep"),
+            ("helm", "charts/deep"),
+        ]
+    ]
+    results = render_apps([*apps, good], tmp_path)
+    errors = {r.app.name: r.error for r in results}
+    assert errors.pop("good") is None
+    for name, error in errors.items():
+        assert error is not None and "nested" in error, (name, error)
+    assert "levels deep (max_yaml_depth)" in errors["plain"]
+    assert errors["json"] == "json/deep/cm.json: JSON is nested too deeply"
