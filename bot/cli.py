@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="server config file (per-repo settings)")
     serve.add_argument("--bind", default="0.0.0.0:8080", help="HOST:PORT")
     serve.add_argument("--dev", action="store_true", help="use Flask's development server")
+    serve.add_argument(
+        "--role",
+        choices=("intake", "worker", "all"),
+        default="all",
+        help="intake: webhooks only; worker: job workers only; all: both (default)",
+    )
 
     puller = commands.add_parser("puller", help="run the in-cluster puller")
     puller.add_argument("--config", required=True, type=Path, help="puller config file (YAML)")
@@ -217,7 +223,9 @@ def _serve(args: argparse.Namespace) -> int:
         config = ServerConfig.from_env(os.environ, args.config)
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
-    return run(config, bind=args.bind, dev=args.dev)
+    if args.dev and args.role != "all":
+        raise _UsageError("--dev runs intake and workers in one process; it takes no --role")
+    return run(config, bind=args.bind, dev=args.dev, role=args.role)
 
 
 def _puller(args: argparse.Namespace) -> int:

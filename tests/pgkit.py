@@ -16,9 +16,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,3 +150,25 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]
     db = open_database(url, tmp_path / "data" / "sluice.db")
     yield db
     db.close()
+
+
+@pytest.fixture
+def reopen() -> Iterator[Callable[[Any], Any]]:
+    """Opens a second handle on the same database, as another replica would; closes it after."""
+    from bot.server.storage.postgres import PostgresDatabase
+    from bot.server.storage.sqlite import SqliteDatabase
+
+    opened: list[Any] = []
+
+    def open_again(db: Any) -> Any:
+        if isinstance(db, PostgresDatabase):
+            handle: Any = PostgresDatabase(db._url)
+        else:
+            assert isinstance(db, SqliteDatabase)
+            handle = SqliteDatabase(db.path)
+        opened.append(handle)
+        return handle
+
+    yield open_again
+    for handle in opened:
+        handle.close()

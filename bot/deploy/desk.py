@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot.config.server import RepoSettings, ServerConfig
 from bot.deploy.ledger import BotSigner
+from bot.deploy.locks import DeployLocks
 from bot.deploy.overrides import OverrideStore
 from bot.deploy.pins import DeployLog, PinStore
 from bot.deploy.puller_client import PullerClient
@@ -34,7 +35,8 @@ def names(apps: list[str] | tuple[str, ...]) -> str:
 
 
 class AppLocks:
-    """One lock per (repo, app) in this process: one deploy per app at a time."""
+    """One lock per (repo, app) in this process (one node, and tests); ``sluice serve`` uses
+    ``bot.deploy.locks.DeployLocks``, which holds across replicas."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
@@ -54,6 +56,10 @@ class AppLocks:
             for lock in reversed(taken):
                 lock.release()
 
+    def check(self, repo: str, apps: list[str]) -> None:
+        """In-process locks cannot be lost; ``bot.deploy.locks.DeployLocks`` can."""
+        del repo, apps
+
 
 @dataclass
 class DeployDesk:
@@ -72,7 +78,7 @@ class DeployDesk:
     follow_timeout_s: float = DEFAULT_FOLLOW_TIMEOUT_S
     poll_s: float = DEFAULT_POLL_S
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    locks: AppLocks = field(default_factory=AppLocks)
+    locks: AppLocks | DeployLocks = field(default_factory=AppLocks)
 
     def settings(self, repo: RepoRef) -> RepoSettings:
         return self.config.repo_settings(repo.forge, repo.full_name)

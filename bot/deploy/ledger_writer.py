@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from bot.config.server import RepoSettings
 from bot.deploy.desk import DeployDesk
 from bot.deploy.ledger import Ledger, LedgerEntry, LedgerError
-from bot.deploy.pins import DeployRecord
+from bot.deploy.pins import DeployRecord, repo_key
 from bot.errors import RetryableError
 from bot.forge.base import Forge, PullRequest, RepoRef
 from bot.gitops import Git, GitError
@@ -53,6 +53,8 @@ class LedgerWriter:
             ledger.record(
                 entries, signer, _message(action, apps, status_sha if name_revision else None, pr)
             )
+            # Fenced: a replica that lost an app's deploy lock must not push.
+            self.desk.locks.check(repo_key(pr.repo.forge, pr.repo.full_name), apps)
             ledger.push(pr.repo.clone_url, forge.clone_auth(pr.repo), signer=signer)
         except LedgerError as exc:
             raise RetryableError(f"ledger: {exc}") from None

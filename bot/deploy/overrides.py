@@ -13,14 +13,12 @@ import copy
 import hashlib
 import json
 import re
-import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from bot.deploy.sql import SqlDatabase
 from bot.forge.base import RepoRef
 from bot.models import Report, Violation, overall_verdict
 
@@ -29,25 +27,6 @@ _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 MAX_REASON_CHARS = 2000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS policy_overrides (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    pr_key TEXT NOT NULL,
-    head_sha TEXT NOT NULL,
-    violations_fp TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS policy_overrides_lookup
-    ON policy_overrides (pr_key, head_sha, violations_fp);
-CREATE TRIGGER IF NOT EXISTS policy_overrides_no_update
-    BEFORE UPDATE ON policy_overrides
-    BEGIN SELECT RAISE(ABORT, 'policy_overrides is an append-only audit log'); END;
-CREATE TRIGGER IF NOT EXISTS policy_overrides_no_delete
-    BEFORE DELETE ON policy_overrides
-    BEGIN SELECT RAISE(ABORT, 'policy_overrides is an append-only audit log'); END;
-"""
 
 
 @dataclass(frozen=True)
@@ -125,14 +104,10 @@ def apply_override(report: Report, override: Override) -> Report:
 
 
 class OverrideStore:
-    """Overrides in SQLite; the file may be shared with the job queue (own table, WAL)."""
+    """Overrides in the bot's database (its ``policy_overrides`` table refuses updates)."""
 
-    def __init__(self, db_path: str | Path, *, busy_timeout: float = 10.0) -> None:
-        self._path = Path(db_path)
-        self._busy_timeout = busy_timeout
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
 
     def record(
         self,
@@ -146,51 +121,44 @@ class OverrideStore:
         """Append an override to the audit log and return it."""
         _check_record(pr_key, head_sha, violations_fp, actor, reason, at)
         stamp = at.astimezone(UTC)
-        with self._connect() as conn:
-            cursor = conn.execute(
+        with self._db.transaction() as tx:
+            row = tx.one(
                 "INSERT INTO policy_overrides (pr_key, head_sha, violations_fp, actor, reason, at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (pr_key, head_sha, violations_fp, actor, reason, stamp.isoformat()),
             )
-            row_id = cursor.lastrowid
-        assert row_id is not None
-        return Override(row_id, pr_key, head_sha, violations_fp, actor, reason, stamp)
+        assert row is not None
+        return Override(int(row["id"]), pr_key, head_sha, violations_fp, actor, reason, stamp)
 
     def active(self, pr_key: str, head_sha: str, violations_fp: str) -> Override | None:
         """The latest override for exactly this head and these denials, if any."""
-        with self._connect() as conn:
-            row = conn.execute(
+        with self._db.read() as tx:
+            row = tx.one(
                 f"SELECT {_COLUMNS} FROM policy_overrides"
                 " WHERE pr_key = ? AND head_sha = ? AND violations_fp = ?"
                 " ORDER BY id DESC LIMIT 1",
                 (pr_key, head_sha, violations_fp),
-            ).fetchone()
+            )
         return _override(row) if row else None
 
     def history(self, pr_key: str) -> list[Override]:
         """Every override recorded for the PR, oldest first (the audit log)."""
-        with self._connect() as conn:
-            rows = conn.execute(
+        with self._db.read() as tx:
+            rows = tx.all(
                 f"SELECT {_COLUMNS} FROM policy_overrides WHERE pr_key = ? ORDER BY id",
                 (pr_key,),
-            ).fetchall()
+            )
         return [_override(row) for row in rows]
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # One connection per call: safe across threads, and the queue may hold the file too.
-        with closing(sqlite3.connect(self._path, timeout=self._busy_timeout)) as conn:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            with conn:  # one transaction: committed on success, rolled back on error
-                yield conn
 
 
 _COLUMNS = "id, pr_key, head_sha, violations_fp, actor, reason, at"
 
 
-def _override(row: tuple[Any, ...]) -> Override:
-    row_id, key, head, fp, actor, reason, at = row
-    return Override(row_id, key, head, fp, actor, reason, datetime.fromisoformat(at))
+def _override(row: Mapping[str, Any]) -> Override:
+    return Override(
+        int(row["id"]), row["pr_key"], row["head_sha"], row["violations_fp"], row["actor"],
+        row["reason"], datetime.fromisoformat(row["at"]),
+    )  # fmt: skip
 
 
 def _check_record(

@@ -18,11 +18,13 @@ from bot.config.server import ServerConfig
 from bot.deploy.desk import DeployDesk
 from bot.deploy.events import PullerEvents
 from bot.deploy.ledger import BotSigner
+from bot.deploy.locks import DeployLocks, LockStore
 from bot.deploy.merge import MergePromotion
 from bot.deploy.overrides import OverrideStore
 from bot.deploy.pins import DeployLog, PinStore
 from bot.deploy.puller_client import PullerClient
 from bot.deploy.rollback import Rollback
+from bot.deploy.sql import SqlDatabase
 from bot.deploy.sync import Sync
 from bot.forge.base import Forge, PullRequest, RepoRef
 from bot.gitops import Mirrors
@@ -38,6 +40,7 @@ class Promoter(DeployDesk):
         config: ServerConfig,
         *,
         mirrors: Mirrors,
+        database: SqlDatabase,
         overrides: OverrideStore,
         cache_dir: Path,
         requeue_preview: Callable[[Forge, PullRequest], None] | None = None,
@@ -52,8 +55,9 @@ class Promoter(DeployDesk):
             config=config,
             mirrors=mirrors,
             overrides=overrides,
-            pins=PinStore(config.db_path),
-            deploy_log=DeployLog(config.db_path),
+            pins=PinStore(database),
+            deploy_log=DeployLog(database),
+            locks=DeployLocks(LockStore(database)),
             signer=BotSigner(config.signing),
             cache_dir=cache_dir,
             puller=puller,

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from bot.forge.base import ForgeError
 
@@ -60,12 +60,16 @@ class Retrier:
     # Waits longer than this are not slept through: the job is retried later instead.
     max_wait_s: float = 60.0
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    #: Told each wait the server asked for (``WritePacer.pause`` shares it fleet-wide).
+    on_wait_hint: Callable[[float], None] | None = field(default=None, repr=False)
 
     def call(self, operation: str, fn: Callable[[], T]) -> T:
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn()
             except TransientError as exc:
+                if exc.wait_s and self.on_wait_hint is not None:
+                    self.on_wait_hint(exc.wait_s)
                 if attempt == self.attempts:
                     raise ForgeError(
                         f"{operation} failed after {attempt} attempts: {exc}",
@@ -89,8 +93,24 @@ class Retrier:
         return backoff * (0.5 + random.random() / 2)
 
 
+class WriteBudget(Protocol):
+    """A write budget shared by every replica (``bot.server.storage`` keeps it)."""
+
+    def take(self, key: str, limit: int, window_s: float) -> float:
+        """Take a write slot: 0 if taken, else the seconds to wait before asking again."""
+        ...
+
+    def pause(self, key: str, seconds: float) -> None:
+        """No replica writes with ``key`` for ``seconds`` (the server said so)."""
+        ...
+
+
 class WritePacer:
-    """At most ``limit`` content writes in any ``window_s`` seconds (thread-safe)."""
+    """At most ``limit`` content writes in any ``window_s`` seconds (thread-safe).
+
+    With ``shared``, the budget and any pause are kept in the shared store under
+    ``key`` (one per token), so every replica together stays under the limit.
+    """
 
     def __init__(
         self,
@@ -99,16 +119,38 @@ class WritePacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        shared: WriteBudget | None = None,
+        key: str = "default",
     ) -> None:
         self.limit = limit
         self.window_s = window_s
         self._clock = clock
         self._sleep = sleep
+        self._shared = shared
+        self._key = key
         self._stamps: deque[float] = deque()
         self._lock = threading.Lock()
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Honour a server's Retry-After / X-RateLimit-Reset: no write for ``seconds``."""
+        if self._shared is not None:
+            self._shared.pause(self._key, seconds)
+            return
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def acquire(self) -> None:
+        if self._shared is not None:
+            while (wait := self._shared.take(self._key, self.limit, self.window_s)) > 0:
+                self._sleep(min(max(wait, 0.01), self.window_s))
+            return
         while True:
+            with self._lock:
+                paused = self._paused_until - self._clock()
+            if paused > 0:
+                self._sleep(paused)
+                continue
             with self._lock:
                 now = self._clock()
                 while self._stamps and now - self._stamps[0] >= self.window_s:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from bot.config.server import ServerConfig
 from bot.deploy.overrides import OverrideStore
 from bot.deploy.promoter import Promoter
 from bot.deploy.puller_client import PullerClient
 from bot.forge.base import Forge, PullRequest
+from bot.forge.retry import Retrier, WriteBudget, WritePacer
 from bot.forge.webhooks import (
     CommentEvent,
     PullRequestEvent,
@@ -26,7 +28,9 @@ from bot.forge.webhooks import (
 from bot.gitops import Mirrors
 from bot.server.jobs import NO_DEPLOYS_NOTE, CommandJobs, JobContext, PreviewJobs, PushJobs
 from bot.server.publish import error_statuses, publish_commit_statuses, publish_statuses
-from bot.server.queue import Job, JobQueue, NewJob
+from bot.server.storage import open_for
+from bot.server.storage.budget import SharedWriteBudget, budget_key
+from bot.server.storage.queue import Job, JobQueue, NewJob
 from bot.server.worker import CancelToken, JobRunner
 
 __all__ = ["NO_DEPLOYS_NOTE", "PULLER_EVENT", "BotHandlers", "build_forges", "job_runner"]
@@ -92,10 +96,20 @@ def _one_line(text: str) -> str:
     return line[:300]
 
 
-def build_forges(config: ServerConfig) -> dict[str, Forge]:
-    """One client per enabled forge, from the server config."""
+def build_forges(config: ServerConfig, budget: WriteBudget | None = None) -> dict[str, Forge]:
+    """One client per enabled forge, from the server config.
+
+    With ``budget`` (several replicas), each token's write budget and the waits its
+    server asks for are shared by every replica.
+    """
     from bot.forge.github import GitHubForge
     from bot.forge.gitlab import GitLabForge
+
+    def paced(forge: str, url: str, credential: str) -> dict[str, Any]:
+        if budget is None:
+            return {}
+        pacer = WritePacer(shared=budget, key=budget_key(forge, url, credential))
+        return {"write_pacer": pacer, "retrier": Retrier(on_wait_hint=pacer.pause)}
 
     forges: dict[str, Forge] = {}
     if config.github is not None:
@@ -107,23 +121,35 @@ def build_forges(config: ServerConfig) -> dict[str, Forge]:
                 app_id=int(github.app_id or 0),
                 private_key=key_file.read_text() if key_file else None,
                 installation_id=github.app_installation_id,
+                **paced(
+                    "github", github.api_url, f"app:{github.app_id}:{github.app_installation_id}"
+                ),
             )
         else:
-            forges["github"] = GitHubForge(base_url=github.api_url, token=github.token)
+            forges["github"] = GitHubForge(
+                base_url=github.api_url,
+                token=github.token,
+                **paced("github", github.api_url, github.token or ""),
+            )
     if config.gitlab is not None:
-        forges["gitlab"] = GitLabForge(url=config.gitlab.url, token=config.gitlab.token)
+        gitlab = config.gitlab
+        forges["gitlab"] = GitLabForge(
+            url=gitlab.url, token=gitlab.token, **paced("gitlab", gitlab.url, gitlab.token or "")
+        )
     return forges
 
 
 def job_runner(config: ServerConfig) -> JobRunner:
     """The handlers ``sluice serve``'s job process runs (see ``bot.server.serve``)."""
+    database = open_for(config)
     mirrors = Mirrors(config.data_dir / "mirrors")
-    overrides = OverrideStore(config.db_path)
+    overrides = OverrideStore(database)
     cache_dir = config.data_dir / "cache"
-    queue = JobQueue(config.db_path)
+    queue = JobQueue(database, replica=config.storage.replica_id)
     promoter = Promoter.from_config(
         config,
         mirrors=mirrors,
+        database=database,
         overrides=overrides,
         cache_dir=cache_dir,
         requeue_preview=lambda forge, pr: queue.enqueue(preview_job(forge, pr)),
@@ -133,7 +159,9 @@ def job_runner(config: ServerConfig) -> JobRunner:
         puller = PullerClient(config.puller_url, config.puller_token)
     handlers = BotHandlers(
         config=config,
-        forges=build_forges(config),
+        forges=build_forges(
+            config, SharedWriteBudget(database) if config.storage.replicated else None
+        ),
         mirrors=mirrors,
         overrides=overrides,
         cache_dir=cache_dir,

@@ -3,6 +3,14 @@
 Webhook counts are counted in the HTTP process. Job counts, durations and the
 queue depth are read from the job database at scrape time, because the worker
 pool runs in another process.
+
+With several replicas Prometheus scrapes every pod, so nothing may be counted
+twice: ``sluice_webhooks_total``, ``sluice_jobs_total`` and
+``sluice_job_duration_seconds`` are this replica's own (the database keeps job
+outcomes per replica), so ``sum()`` over pods is the fleet's total. The queue
+gauges (``sluice_queue_depth``, ``sluice_jobs_running``,
+``sluice_queue_oldest_age_seconds``) describe the one shared queue and read the
+same on every pod: aggregate them with ``max()``, never ``sum()``.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from bot.server.queue import DURATION_BUCKETS, JobQueue
+from bot.server.storage.queue import DURATION_BUCKETS, JobQueue
 
 
 class Metrics:
@@ -54,10 +62,14 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self.queue.stats()
-        depth = GaugeMetricFamily("sluice_queue_depth", "Jobs waiting to run")
+        depth = GaugeMetricFamily(
+            "sluice_queue_depth", "Jobs waiting to run (the whole fleet's queue; use max())"
+        )
         depth.add_metric([], stats.by_state.get("queued", 0))
         yield depth
-        running = GaugeMetricFamily("sluice_jobs_running", "Jobs running now")
+        running = GaugeMetricFamily(
+            "sluice_jobs_running", "Jobs running now on any replica (use max())"
+        )
         running.add_metric([], stats.by_state.get("running", 0))
         yield running
         age = GaugeMetricFamily(
@@ -66,7 +78,9 @@ class QueueCollector(Collector):
         age.add_metric([], stats.oldest_queued_age_s)
         yield age
         totals = CounterMetricFamily(
-            "sluice_jobs", "Job attempts finished, by kind and result", labels=["kind", "result"]
+            "sluice_jobs",
+            "Job attempts this replica finished, by kind and result",
+            labels=["kind", "result"],
         )
         for (kind, result), count in sorted(stats.totals.items()):
             totals.add_metric([kind, result], count)

@@ -9,8 +9,13 @@ The pool lives in its own process so renders never compete with intake for the
 GIL, and so that gunicorn recycling its HTTP worker never starts a second pool.
 The supervisor restarts a dead pool process (its claimed jobs come back when
 their leases expire); if gunicorn exits, the supervisor stops and exits too.
-All shared state is in SQLite, including job metrics and the pool's liveness
-beat, which /metrics and /readyz read from the HTTP process.
+All shared state is in the database (SQLite, or PostgreSQL for several
+replicas), including job metrics and the pool's liveness beat, which /metrics and
+/readyz read from the HTTP process.
+
+``role`` splits a replica: ``intake`` runs only the HTTP process (webhooks),
+``worker`` runs the pool plus an HTTP process that answers health and metrics but
+refuses webhooks, ``all`` (the default) runs both.
 
 ``dev=True`` runs Flask's own server with the pool as threads in one process.
 """
@@ -20,26 +25,31 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
-from flask import Flask
+from flask import Flask, Response, jsonify, request
 from gunicorn.app.base import BaseApplication
 
 from bot.config.server import ServerConfig
 from bot.server.metrics import Metrics
-from bot.server.queue import JobQueue
+from bot.server.storage import open_for
+from bot.server.storage.queue import JobQueue
 from bot.server.web import Readiness, create_app
 from bot.server.worker import JobRunner, WorkerPool
 
 log = logging.getLogger(__name__)
 
 RunnerFactory = Callable[[ServerConfig], JobRunner]
+Role = Literal["intake", "worker", "all"]
+ROLES: tuple[Role, ...] = ("intake", "worker", "all")
 
 HTTP_THREADS = 8
 POOL_BEAT_STALE_S = 10.0
@@ -61,29 +71,63 @@ def run(
     *,
     runner_factory: RunnerFactory = default_runner,
     http_threads: int = HTTP_THREADS,
+    role: Role = "all",
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
     _setup_logging()
-    JobQueue(config.db_path)  # create the schema once, before any child races for it
+    database = open_for(config)  # migrate once, before any child races for it
+    log.info("state in %s; replica %s, role %s", database.describe(), replica_of(config), role)
+    database.close()
+    install_fingerprint_key(config)
     for forge, reason in sorted(config.disabled.items()):
         log.warning("%s webhooks disabled: %s", forge, reason)
     if dev:
         return _run_dev(config, bind, runner_factory)
-    return Supervisor(config, bind, runner_factory, http_threads).run()
+    return Supervisor(config, bind, runner_factory, http_threads, role).run()
+
+
+def replica_of(config: ServerConfig) -> str:
+    return config.storage.replica_id
+
+
+def install_fingerprint_key(config: ServerConfig) -> None:
+    """Put the configured Secret fingerprint key where previews read it.
+
+    With several replicas every one must fingerprint a Secret value alike, so the
+    key comes from configuration and replaces whatever this pod's disk held.
+    """
+    key = config.storage.fingerprint_key
+    if key is None:
+        return
+    path = config.data_dir / "cache" / "fingerprint.key"
+    try:
+        if path.read_bytes() == key:
+            return
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    os.replace(tmp, path)
 
 
 # -- readiness --------------------------------------------------------------------------
 
 
-def pool_readiness(queue: JobQueue, stale_after_s: float = POOL_BEAT_STALE_S) -> Readiness:
-    """Ready when the database answers and a worker pool beat recently with all threads up."""
+def pool_readiness(
+    queue: JobQueue, stale_after_s: float = POOL_BEAT_STALE_S, *, pool_prefix: str = ""
+) -> Readiness:
+    """Ready when the database answers and this replica's worker pool (ids starting with
+    ``pool_prefix``) beat recently with all threads up."""
 
     def check() -> tuple[bool, str]:
         ok, reason = queue.ping()
         if not ok:
             return ok, reason
         now = time.time()
-        fresh = [b for b in queue.pool_beats() if now - b.at <= stale_after_s]
+        fresh = [b for b in queue.pool_beats(pool_prefix) if now - b.at <= stale_after_s]
         if not fresh:
             return False, "no job worker pool is running"
         if not any(b.alive == b.size for b in fresh):
@@ -93,10 +137,34 @@ def pool_readiness(queue: JobQueue, stale_after_s: float = POOL_BEAT_STALE_S) ->
     return check
 
 
-def build_http_app(config: ServerConfig) -> Flask:
+def pool_prefix(config: ServerConfig) -> str:
+    """Pool ids of this replica start with it (``<replica>:<pid>:<random>``)."""
+    return f"{replica_of(config)}:"
+
+
+def build_http_app(config: ServerConfig, role: Role = "all") -> Flask:
     """The intake app as the HTTP process serves it."""
-    queue = JobQueue(config.db_path, synchronous=config.db_synchronous)
-    return create_app(config, queue, Metrics(queue), pool_readiness(queue))
+    database = open_for(config, synchronous=config.db_synchronous, max_connections=HTTP_THREADS + 2)
+    queue = JobQueue(database, replica=replica_of(config))
+    if role == "intake":
+        readiness: Readiness = queue.ping  # no pool here: the database is all intake needs
+    else:
+        readiness = pool_readiness(queue, pool_prefix=pool_prefix(config))
+    app = create_app(config, queue, Metrics(queue), readiness)
+    if role == "worker":
+        _refuse_intake(app)
+    return app
+
+
+def _refuse_intake(app: Flask) -> None:
+    """A worker-only replica answers health and metrics, and sends webhooks elsewhere."""
+
+    @app.before_request
+    def refuse() -> tuple[Response, int] | None:
+        if request.method == "POST":
+            message = "this replica runs job workers only (--role worker); send webhooks to intake"
+            return jsonify(error=message), 503
+        return None
 
 
 # -- production: supervisor, gunicorn and the pool process ---------------------------------
@@ -137,9 +205,9 @@ def gunicorn_options(bind: str, http_threads: int) -> dict[str, Any]:
     }
 
 
-def _http_main(config: ServerConfig, bind: str, http_threads: int) -> None:
+def _http_main(config: ServerConfig, bind: str, http_threads: int, role: Role) -> None:
     _setup_logging()
-    _Gunicorn(lambda: build_http_app(config), gunicorn_options(bind, http_threads)).run()
+    _Gunicorn(lambda: build_http_app(config, role), gunicorn_options(bind, http_threads)).run()
 
 
 def _pool_main(config: ServerConfig, runner_factory: RunnerFactory, parent_pid: int) -> None:
@@ -152,11 +220,13 @@ def _pool_main(config: ServerConfig, runner_factory: RunnerFactory, parent_pid: 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runner = runner_factory(config)
+    database = open_for(config, synchronous="NORMAL", max_connections=config.workers + 4)
     pool = WorkerPool(
-        JobQueue(config.db_path, synchronous="NORMAL"),
+        JobQueue(database, replica=replica_of(config)),
         runner.handle,
         config.workers,
         on_give_up=runner.on_give_up,
+        pool_id=new_pool_id(config),
     )
     pool.start()
     log.info("job worker pool started: %d threads (pid %d)", config.workers, os.getpid())
@@ -168,16 +238,26 @@ def _pool_main(config: ServerConfig, runner_factory: RunnerFactory, parent_pid: 
     log.info("job worker pool stopped")
 
 
+def new_pool_id(config: ServerConfig) -> str:
+    return f"{pool_prefix(config)}{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 class Supervisor:
     """Runs the HTTP and job processes; restarts the job process when it dies."""
 
     def __init__(
-        self, config: ServerConfig, bind: str, runner_factory: RunnerFactory, http_threads: int
+        self,
+        config: ServerConfig,
+        bind: str,
+        runner_factory: RunnerFactory,
+        http_threads: int,
+        role: Role = "all",
     ):
         self.config = config
         self.bind = bind
         self.runner_factory = runner_factory
         self.http_threads = http_threads
+        self.role = role
         # spawn: children start clean instead of inheriting this process's state.
         self._ctx = multiprocessing.get_context("spawn")
         self._stopping = False
@@ -187,19 +267,19 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         http = self._start_http()
-        pool = self._start_pool()
+        pool = self._start_pool() if self.role != "intake" else None
         restarts = 0
         exit_code = 0
         try:
             while not self._stopping:
-                wait([http.sentinel, pool.sentinel], timeout=0.5)
+                wait([p.sentinel for p in (http, pool) if p is not None], timeout=0.5)
                 if self._stopping:
                     break
                 if not http.is_alive():
                     log.error("the HTTP server exited (code %s); stopping", http.exitcode)
                     exit_code = http.exitcode or 1
                     break
-                if not pool.is_alive():
+                if pool is not None and not pool.is_alive():
                     delay = _RESTART_BACKOFF_S[min(restarts, len(_RESTART_BACKOFF_S) - 1)]
                     log.error(
                         "the job worker process exited (code %s); restarting in %.0fs",
@@ -211,7 +291,7 @@ class Supervisor:
                     restarts += 1
                     pool = self._start_pool()
         finally:
-            self._shutdown(http, pool)
+            self._shutdown(*(p for p in (http, pool) if p is not None))
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return exit_code
@@ -229,7 +309,7 @@ class Supervisor:
     def _start_http(self) -> multiprocessing.process.BaseProcess:
         process = self._ctx.Process(
             target=_http_main,
-            args=(self.config, self.bind, self.http_threads),
+            args=(self.config, self.bind, self.http_threads, self.role),
             name="sluice-http",
         )
         process.start()
@@ -271,9 +351,15 @@ def _setup_logging() -> None:
 
 def _run_dev(config: ServerConfig, bind: str, runner_factory: RunnerFactory) -> int:
     host, _, port = bind.rpartition(":")
-    queue = JobQueue(config.db_path)
+    queue = JobQueue(open_for(config), replica=replica_of(config))
     runner = runner_factory(config)
-    pool = WorkerPool(queue, runner.handle, config.workers, on_give_up=runner.on_give_up)
+    pool = WorkerPool(
+        queue,
+        runner.handle,
+        config.workers,
+        on_give_up=runner.on_give_up,
+        pool_id=new_pool_id(config),
+    )
 
     def readiness() -> tuple[bool, str]:
         ok, reason = queue.ping()

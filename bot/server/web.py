@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import sqlite3
 from collections.abc import Callable
 
 from flask import Flask, Response, jsonify, request
@@ -26,8 +25,9 @@ from bot.forge.webhooks import (
     WebhookError,
 )
 from bot.server.metrics import Metrics
-from bot.server.queue import JobQueue, NewJob
 from bot.server.reports import add_report_routes, open_pages
+from bot.server.storage import StorageError
+from bot.server.storage.queue import JobQueue, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def _accept(
         return jsonify(status="ignored", reason=job.reason), 202
     try:
         job_id = queue.enqueue_delivery(delivery.delivery_id, job)
-    except sqlite3.Error as exc:
+    except StorageError as exc:
         metrics.webhook(delivery.forge, event_label, "error")
         log.error("delivery %s: could not store it: %s", delivery.delivery_id, exc)
         return _error("the job queue is unavailable; redeliver later", 503)
@@ -194,7 +194,7 @@ def _accept_puller_event(
     job = NewJob("puller-event", "puller", "puller", f"puller:{app_name}", event)
     try:
         job_id = queue.enqueue(job)
-    except sqlite3.Error as exc:
+    except StorageError as exc:
         log.error("puller event for %s: could not store it: %s", app_name, exc)
         return _error("the job queue is unavailable; send it again later", 503)
     log.info("puller %s event for %s: queued job %s", event["type"], app_name, job_id)

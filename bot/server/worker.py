@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from bot.errors import RetryableError
 from bot.forge.base import ForgeError
-from bot.server.queue import Job, JobQueue
+from bot.server.storage.base import Listener
+from bot.server.storage.queue import Job, JobQueue
 
 __all__ = ["CancelToken", "JobCancelled", "JobRunner", "RetryableError", "WorkerPool"]
 
@@ -113,6 +114,7 @@ class WorkerPool:
         self._housekeeper: threading.Thread | None = None
         self._lock = threading.Lock()
         self._running: dict[int, tuple[Job, CancelToken]] = {}
+        self._listener: Listener | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -120,6 +122,8 @@ class WorkerPool:
         if self._threads:
             raise RuntimeError("worker pool already started")
         self._recover()
+        # PostgreSQL: NOTIFY wakes idle threads at once; polling stays as the fallback.
+        self._listener = self.queue.listen(self.wake)
         for index in range(self.size):
             thread = threading.Thread(
                 target=self._work, args=(f"{self.pool_id}/{index}",), name=f"sluice-worker-{index}"
@@ -136,6 +140,8 @@ class WorkerPool:
         """Stop claiming; wait for running jobs; give back any still running at the deadline."""
         self._stop.set()
         self._wake.set()
+        if self._listener is not None:
+            self._listener.stop()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -19,6 +19,8 @@ from bot.deploy.overrides import (
 )
 from bot.forge.base import RepoRef
 from bot.models import AppReport, CommitCheck, PolicyResult, Report, SignatureReport, Violation
+from bot.server.storage import StorageError, open_database
+from bot.server.storage.queue import JobQueue, NewJob
 
 HEAD = "a" * 40
 NEW_HEAD = "b" * 40
@@ -64,8 +66,8 @@ def report(*apps: AppReport, head: str = HEAD, signatures: str = "pass") -> Repo
 
 
 @pytest.fixture
-def store(tmp_path):
-    return OverrideStore(tmp_path / "sluice.db")
+def store(database):
+    return OverrideStore(database)  # each storage backend in turn (tests/pgkit.py)
 
 
 # --- fingerprint ---------------------------------------------------------------------------
@@ -162,7 +164,7 @@ def test_latest_override_wins(store):
 
 def test_history_survives_reopening_the_database(tmp_path):
     path = tmp_path / "sluice.db"
-    first = OverrideStore(path)
+    first = OverrideStore(open_database(None, path))
     fp1 = violations_fingerprint(report(app("web", LATEST)))
     fp2 = violations_fingerprint(report(app("web", LATEST, ROOT), head=NEW_HEAD))
     a = first.record(KEY, HEAD, fp1, "alice", "pinned by digest", AT)
@@ -172,7 +174,7 @@ def test_history_survives_reopening_the_database(tmp_path):
     first.record("github:acme/deploy#99", HEAD, fp1, "carol", "other PR", AT)
     del first
 
-    reopened = OverrideStore(path)
+    reopened = OverrideStore(open_database(None, path))
     assert reopened.history(KEY) == [a, b]
     assert reopened.active(KEY, NEW_HEAD, fp2) == b
     assert reopened.history("github:acme/deploy#1") == []
@@ -186,33 +188,29 @@ def test_timestamps_are_stored_in_utc(store):
     assert recorded.at.utcoffset() == timedelta(0)
 
 
-def test_audit_log_is_append_only(tmp_path):
-    path = tmp_path / "sluice.db"
-    store = OverrideStore(path)
+def test_audit_log_is_append_only(database, store):
     store.record(KEY, HEAD, violations_fingerprint(report(app("web", LATEST))), "a", "x", AT)
-    with sqlite3.connect(path) as conn:
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            conn.execute("UPDATE policy_overrides SET actor = 'mallory'")
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            conn.execute("DELETE FROM policy_overrides")
+    for tamper in ("UPDATE policy_overrides SET actor = 'mallory'", "DELETE FROM policy_overrides"):
+        with pytest.raises(StorageError, match="append-only"), database.transaction() as tx:
+            tx.execute(tamper)
     assert [o.actor for o in store.history(KEY)] == ["a"]
 
 
 def test_database_uses_wal_and_shares_the_file(tmp_path):
     path = tmp_path / "sluice.db"
-    with sqlite3.connect(path) as conn:  # the job queue's own table in the same file
-        conn.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, payload TEXT)")
-        conn.execute("INSERT INTO jobs (payload) VALUES ('x')")
-    store = OverrideStore(path)
+    queue = JobQueue(path)  # the job queue's own tables in the same file
+    queue.enqueue(NewJob("command", "github", "o/r", KEY, {"x": 1}))
+    store = OverrideStore(queue.database)
     store.record(KEY, HEAD, violations_fingerprint(report(app("web", LATEST))), "a", "x", AT)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("SELECT payload FROM jobs").fetchall() == [("x",)]
+        assert conn.execute("SELECT payload FROM jobs").fetchall() == [('{"x":1}',)]
+        assert conn.execute("SELECT actor FROM policy_overrides").fetchall() == [("a",)]
 
 
 def test_writer_waits_for_a_concurrent_transaction(tmp_path):
     path = tmp_path / "sluice.db"
-    store = OverrideStore(path, busy_timeout=5)
+    store = OverrideStore(open_database(None, path))
     fp = violations_fingerprint(report(app("web", LATEST)))
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another writer (the queue) holds the write lock

@@ -44,6 +44,7 @@ from bot.gitops import Git, Mirrors
 from bot.preview import PreviewOptions, run_preview
 from bot.server.metrics import Metrics
 from bot.server.queue import JobQueue
+from bot.server.storage import open_database
 from bot.server.web import create_app
 from bot.signatures import SignatureVerifier, TrustedKeys
 from tests import gpgkit
@@ -335,13 +336,14 @@ def make_promoter(
         signing=SigningConfig("gpg", keys.bot_fpr, gnupg_home=keys.home),
     )  # fmt: skip
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    overrides = OverrideStore(config.db_path)
+    database = open_database(None, config.db_path)
+    overrides = OverrideStore(database)
     promoter = Promoter(
         config=config,
         mirrors=Mirrors(tmp / "data" / "mirrors"),
         overrides=overrides,
-        pins=PinStore(config.db_path),
-        deploy_log=DeployLog(config.db_path),
+        pins=PinStore(database),
+        deploy_log=DeployLog(database),
         signer=BotSigner(config.signing),  # type: ignore[arg-type]
         cache_dir=tmp / "data" / "cache",
         puller=PullerClient(puller_url, PULLER_TOKEN, timeout_s=5),

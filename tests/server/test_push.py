@@ -339,7 +339,7 @@ def test_gitlab_direct_push_gets_one_commit_note_even_when_the_job_runs_twice(
             config=server_config,
             forges={"gitlab": GitLabForge(url=gl.url, token=GL_TOKEN)},
             mirrors=Mirrors(tmp_path / "mirrors"),
-            overrides=OverrideStore(server_config.db_path),
+            overrides=OverrideStore(queue.database),
             cache_dir=tmp_path / "cache",
         )
         for _ in range(2):  # at-least-once: the worker may run a job twice

@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 from bot.config.server import ServerConfig
 from bot.forge.webhooks import PullRequestEvent, event_from_dict, github_signature
 from bot.server.metrics import Metrics
-from bot.server.queue import JobQueue
+from bot.server.storage.queue import JobQueue
 from bot.server.web import MAX_BODY_BYTES, create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,11 +132,11 @@ def pr_comment(body: str, login: str = "Codertocat") -> dict[str, Any]:
 
 
 def stored(queue: JobQueue) -> tuple[int, int]:
-    conn = queue._connect()
-    return (
-        conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0],
-        conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0],
-    )
+    with queue.database.read() as tx:
+        deliveries = tx.one("SELECT COUNT(*) AS n FROM deliveries")
+        jobs = tx.one("SELECT COUNT(*) AS n FROM jobs")
+    assert deliveries is not None and jobs is not None
+    return int(deliveries["n"]), int(jobs["n"])
 
 
 # -- intake rules ------------------------------------------------------------------------
