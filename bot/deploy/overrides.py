@@ -28,7 +28,6 @@ _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 MAX_REASON_CHARS = 2000
 
 
-
 @dataclass(frozen=True)
 class Override:
     id: int

@@ -160,9 +160,7 @@ class DeployLog(_Store):
             )
             if row is None or row["drift_fp"] == fingerprint:
                 return False
-            tx.execute(
-                "UPDATE deploy_log SET drift_fp = ? WHERE id = ?", (fingerprint, record_id)
-            )
+            tx.execute("UPDATE deploy_log SET drift_fp = ? WHERE id = ?", (fingerprint, record_id))
         return True
 
 
