@@ -157,7 +157,7 @@ def main() -> int:
 
 
 def queue_drained(server: SluiceServer) -> None:
-    from bot.server.queue import JobQueue
+    from bot.server.storage.queue import JobQueue
 
     queue = JobQueue(Path(server.env["SLUICE_DATA_DIR"]) / "sluice.db")
     t0 = time.perf_counter()

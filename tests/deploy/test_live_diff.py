@@ -27,7 +27,7 @@ from bot.forge.webhooks import parse_github
 from bot.models import ObjectChange
 from bot.puller.api import create_puller_app
 from bot.server.handlers import job_runner
-from bot.server.queue import JobQueue
+from bot.server.storage.queue import JobQueue
 from bot.server.web import job_for
 from bot.server.worker import CancelToken
 from tests import gpgkit

@@ -43,8 +43,8 @@ from bot.forge.retry import Retrier
 from bot.gitops import Git, Mirrors
 from bot.preview import PreviewOptions, run_preview
 from bot.server.metrics import Metrics
-from bot.server.queue import JobQueue
 from bot.server.storage import open_database
+from bot.server.storage.queue import JobQueue
 from bot.server.web import create_app
 from bot.signatures import SignatureVerifier, TrustedKeys
 from tests import gpgkit

@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from bot.report import MARKER
-from bot.server.queue import JobQueue
+from bot.server.storage.queue import JobQueue
 from tests.botkit import (
     GH_TOKEN,
     GL_SECRET,
@@ -487,7 +487,7 @@ def test_chat_ops_help_typos_diff_sync_and_what_is_never_a_command(commands_stac
 
     stack.gh_say(pull, "/sync", author="dana")
     sync = stack.gh_reply(pull, "deploys are not configured")
-    assert sync.body.startswith("@dana `/sync`")
+    assert sync.body.startswith("@dana\n\n`/sync`")  # the mention on its own line
 
     # The bot's own comments and edited comments are never commands.
     own = stack.gh.add_comment(repo, pull.number, "/help", author=BOT)

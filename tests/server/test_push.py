@@ -36,7 +36,7 @@ from bot.gitops import Mirrors
 from bot.report import MARKER
 from bot.server.handlers import NO_DEPLOYS_NOTE, BotHandlers
 from bot.server.publish import upsert_commit_report
-from bot.server.queue import JobQueue
+from bot.server.storage.queue import JobQueue
 from bot.server.web import job_for
 from bot.server.worker import CancelToken
 from tests.botkit import (

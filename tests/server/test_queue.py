@@ -196,7 +196,7 @@ def test_prune_forgets_old_finished_work(queue, clock):
 
 CRASHING_WORKER = """
 import os, sys
-from bot.server.queue import JobQueue
+from bot.server.storage.queue import JobQueue
 queue = JobQueue(sys.argv[1])
 job = queue.claim("doomed-worker", lease_s=0.5)
 print(job.id, flush=True)
