@@ -25,6 +25,7 @@ from bot.config import (
     parse_repo_config,
 )
 from bot.diff import diff_objects, load_or_create_key, mask_secret, normalize
+from bot.diff.leaks import guard_app_report
 from bot.exports import ExportCache
 from bot.gitops import Git, GitError
 from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, overall_verdict
@@ -178,13 +179,15 @@ def _preview_apps(
     # Over the app budget: the rest are errors that name themselves (fail closed).
     over_budget = sorted(selected)[options.budget.max_apps :]
     selected -= set(over_budget)
+    secret_key = load_or_create_key(options.cache_dir / "fingerprint.key")
+    # A renderer message quoting a Secret value shows its fingerprint (bot.render.messages).
+    options = replace(options, limits=replace(options.limits, mask_key=secret_key))
     cache = RenderCache(options.cache_dir / "renders")
     with RenderEngine(cpu_budget_s=options.budget.max_render_cpu_s) as engine:
         render = _Renderer(cache, options, engine)
         base_renders = render.many([base_apps[n] for n in selected if n in base_apps], base.root)
         head_renders = render.many([head_apps[n] for n in selected if n in head_apps], head.root)
 
-    secret_key = load_or_create_key(options.cache_dir / "fingerprint.key")
     sources = load_policy_sources(git, base.sha, gate.policy.paths)
     # Several engines (each its own process) let policy use the cores kubectl freed.
     engines = 1 if len(selected) < 8 else max(1, min(2, options.workers))
@@ -208,6 +211,9 @@ def _preview_apps(
             if report.name in pending:
                 base_policy = on_base[report.name].result() if report.name in on_base else None
                 report.policy = mark_new(pending[report.name].result(), base_policy)
+        for report in reports:
+            sides = (base_renders.get(report.name), head_renders.get(report.name))
+            guard_app_report(report, *(s.objects if s else [] for s in sides), secret_key)
     all_apps = {**base_apps, **head_apps}
     reports += [_over_budget(name, all_apps, options.budget) for name in over_budget]
     return sorted(reports, key=lambda r: r.name)

@@ -8,6 +8,7 @@ from functools import partial
 
 import yaml
 
+from bot.diff.leaks import SecretValues
 from bot.diff.normalize import ObjectKey, normalize, object_key
 from bot.diff.secrets import mask_secret
 from bot.diff.textdiff import bounded_unified_diff
@@ -44,16 +45,21 @@ def index_objects(
     secret_key: bytes,
     default_namespace: str | None = None,
     normalized: bool = False,
+    leaks: SecretValues | None = None,
 ) -> dict[ObjectKey, tuple[K8sObject, K8sObject]]:
     """``key → (normalized, normalized and masked)``. When a key occurs twice the last
     one wins, as it would when the objects are applied in order; see
-    :func:`duplicate_keys` to report such keys."""
+    :func:`duplicate_keys` to report such keys. ``leaks``: Secret values to mask
+    wherever else they appear (a ConfigMap a replacement copied one into)."""
     out: dict[ObjectKey, tuple[K8sObject, K8sObject]] = {}
     for position, obj in enumerate(objects):
         if not isinstance(obj, dict):
             raise ValueError(f"object #{position} is a {type(obj).__name__}, not a mapping")
         norm = obj if normalized else normalize(obj, default_namespace)
-        out[object_key(norm)] = (norm, mask_secret(norm, secret_key))
+        masked = mask_secret(norm, secret_key)
+        if leaks:
+            masked = leaks.mask_object(masked, secret_key)
+        out[object_key(norm)] = (norm, masked)
     return out
 
 
@@ -79,8 +85,9 @@ def diff_objects(
     Objects match by group, kind, namespace and name, so an apiVersion bump within
     a group is an update. Both sides are normalized (``default_namespace`` fills in
     namespaced objects that name none) and Secrets are masked before any text is
-    produced. Within one side a duplicated key keeps its last object. Callers that
-    already ran :func:`normalize` on both sides pass ``normalized=True``."""
+    produced; a value of any Secret on either side is masked wherever else it appears
+    (see :mod:`bot.diff.leaks`). Within one side a duplicated key keeps its last
+    object. Callers that already ran :func:`normalize` on both sides pass ``normalized=True``."""
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
     if not secret_key:
@@ -90,6 +97,7 @@ def diff_objects(
         secret_key=secret_key,
         default_namespace=default_namespace,
         normalized=normalized,
+        leaks=SecretValues.of([*base, *head]),
     )
     before, after = index(base), index(head)
     changes: list[ObjectChange] = []

@@ -28,7 +28,7 @@ from bot.render.manifests import (
     load_manifests,
     load_yaml_document,
 )
-from bot.render.messages import clip, collapse_dumps, replace_all
+from bot.render.messages import Redactor, clip, collapse_dumps, replace_all, secret_redactor
 from bot.render.sandbox import Sandbox
 from bot.render.sandbox import run as run_sandboxed
 from bot.render.tree import ExportTree
@@ -400,7 +400,8 @@ def run_kustomize(
     )
     if proc.returncode != 0:
         raise RenderError(
-            f"{directory}: kustomize failed: {_clean_error(proc.stderr, tree, sensitive)}"
+            f"{directory}: kustomize failed: "
+            f"{_clean_error(proc.stderr, tree, sensitive, secret_redactor(limits.mask_key))}"
         )
     if len(proc.stdout) > limits.max_output_bytes:
         raise RenderError(
@@ -409,11 +410,13 @@ def run_kustomize(
     return proc.stdout
 
 
-def _clean_error(stderr: bytes, tree: ExportTree, sensitive: frozenset[str]) -> str:
+def _clean_error(
+    stderr: bytes, tree: ExportTree, sensitive: frozenset[str], redact: Redactor
+) -> str:
     """kubectl's message, repo-relative, without Secret values or object dumps."""
     text = stderr.decode("utf-8", "replace").strip()
     text = text.replace(f"{tree.root}/", "").replace(str(tree.root), ".")
     text = text.removeprefix("error:").strip()
-    text = replace_all(text, sensitive, lambda _value: "***")
+    text = replace_all(text, sensitive, redact)
     text = collapse_dumps(" ".join(text.split()))
     return clip(text) or "no error message"

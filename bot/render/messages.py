@@ -6,8 +6,12 @@ kubectl message costs milliseconds, not minutes.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+
+from bot.diff.leaks import replace_all
+from bot.diff.secrets import placeholder
+
+__all__ = ["clip", "collapse_dumps", "replace_all", "secret_redactor"]
 
 MAX_ERROR_CHARS = 400
 _ELLIPSIS = "…"
@@ -40,17 +44,11 @@ def collapse_dumps(text: str) -> str:
     return "".join(out)
 
 
-def replace_all(text: str, values: Iterable[str], redact: Redactor) -> str:
-    """Each occurrence of any of ``values`` replaced by ``redact(value)``, in one scan.
-
-    Longer values are tried first, so a value is never left half-redacted by a
-    shorter one it contains.
-    """
-    ordered = sorted({v for v in values if v}, key=len, reverse=True)
-    if not ordered or not text:
-        return text
-    pattern = re.compile("|".join(re.escape(v) for v in ordered))
-    return pattern.sub(lambda match: redact(match.group(0)), text)
+def secret_redactor(key: bytes) -> Redactor:
+    """Masks a Secret value as the Secret diff does (its fingerprint), or ``***`` without a key."""
+    if not key:
+        return lambda _value: "***"
+    return lambda value: placeholder(value.encode("utf-8"), key)
 
 
 def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:

@@ -7,7 +7,9 @@ it or render what will really deploy.
 
 from __future__ import annotations
 
+import base64
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.diff import fingerprint, load_or_create_key
 from bot.exports import ExportCache
 from bot.gitops import Git
 from bot.models import App
@@ -395,3 +398,109 @@ def test_kubectl_error_with_a_60k_character_nested_name_cleans_quickly(tmp_path:
     assert "already registered id" in result.error
     assert len(result.error) <= 400 and "{" not in result.error
     assert elapsed < 10, f"took {elapsed:.1f}s"
+
+
+# -- Secret values outside Secrets reach no report text
+
+PASSWORD = "hunter2-correct-horse"
+SECRET = (
+    f"apiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\nstringData: {{password: {PASSWORD}}}\n"
+)
+CHART = {
+    "charts/db/Chart.yaml": "apiVersion: v2\nname: db\nversion: 1.0.0\n",
+    "charts/db/values.yaml": f"password: {PASSWORD}\n",
+    "charts/db/templates/secret.yaml": "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\n"
+    "stringData: {password: {{ .Values.password | quote }}}\n",
+}
+
+
+def preview_leak(tmp_path: Path, base_files: dict[str, str], head_files: dict[str, str]):
+    """(the app's report, the fingerprint the Secret diff shows for PASSWORD)."""
+    repo = GitRepo(tmp_path / "repo")
+    base = repo.commit(base_files)
+    head = repo.commit(head_files)
+    options = PreviewOptions(cache_dir=tmp_path / "cache", workers=1)
+    report = run_preview(repo.path, base, head, options)
+    key = load_or_create_key(options.cache_dir / "fingerprint.key")
+    (app,) = report.apps
+    text = json.dumps(report.to_dict())
+    assert PASSWORD not in text
+    assert base64.b64encode(PASSWORD.encode()).decode() not in text
+    return app, f"<secret sha:{fingerprint(PASSWORD.encode(), key)}>"
+
+
+def test_replacement_copying_a_secret_into_a_configmap_is_masked_and_warned(tmp_path: Path):
+    kustomization = (
+        "resources: [secret.yaml, cm.yaml]\nreplacements:\n"
+        "- source: {kind: Secret, name: db, fieldPath: stringData.password}\n"
+        "  targets:\n  - select: {kind: ConfigMap, name: settings}\n"
+        "    fieldPaths: [data.copied]\n"
+    )
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {copied: x}\n"
+    app_dir = write(tmp_path / "probe", "kustomization.yaml", kustomization).parent
+    write(app_dir, "secret.yaml", SECRET)
+    write(app_dir, "cm.yaml", cm)
+    assert f"copied: {PASSWORD}" in kubectl_kustomize(app_dir).stdout  # the copy is real
+
+    config = ".sluice.yaml"
+    base = {
+        config: "apps:\n- {name: db, path: apps/db}\n",
+        "apps/db/kustomization.yaml": "resources: [secret.yaml]\n",
+        "apps/db/secret.yaml": SECRET,
+    }
+    head = {"apps/db/kustomization.yaml": kustomization, "apps/db/cm.yaml": cm}
+    app, shown = preview_leak(tmp_path, base, head)
+
+    (change,) = [c for c in app.changes if c.kind == "ConfigMap"]
+    assert f"copied: {shown}" in change.diff
+    (warning,) = [v for v in app.policy.violations if v.rule == "secret_value_in_plain_object"]
+    assert warning.severity == "warn" and warning.name == "settings" and shown in warning.msg
+    assert app.policy.verdict == "warn"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{ fail (printf "password %s is too weak" .Values.password) }}',
+        '{{ required (printf "user missing (password %s)" .Values.password) .Values.user }}',
+    ],
+    ids=["fail", "required"],
+)
+def test_helm_message_quoting_a_secret_value_shows_its_fingerprint(
+    tmp_path: Path, template: str
+) -> None:
+    base = {".sluice.yaml": "apps:\n- {name: db, path: charts/db}\n", **CHART}
+    head = {"charts/db/templates/check.yaml": template + "\n"}
+    app, shown = preview_leak(tmp_path, base, head)
+    assert app.status == "error"
+    assert shown in app.error  # the value Helm quoted, as the Secret diff would show it
+
+
+def test_kubectl_echoing_a_secret_generator_literal_shows_a_fingerprint(tmp_path: Path) -> None:
+    kustomization = f"secretGenerator:\n- name: db\n  literals: ['={PASSWORD}']\n"
+    probe = write(tmp_path / "probe", "kustomization.yaml", kustomization).parent
+    assert PASSWORD in kubectl_kustomize(probe).stderr  # kubectl echoes the literal
+
+    base = {
+        ".sluice.yaml": "apps:\n- {name: db, path: apps/db}\n",
+        "apps/db/kustomization.yaml": "resources: [secret.yaml]\n",
+        "apps/db/secret.yaml": SECRET,
+    }
+    app, _shown = preview_leak(tmp_path, base, {"apps/db/kustomization.yaml": kustomization})
+    assert app.status == "error"
+    assert app.error.startswith("apps/db: kustomize failed: ") and "<secret sha:" in app.error
+
+
+def test_short_values_are_not_masked_everywhere(tmp_path: Path) -> None:
+    """A Secret value under the minimum length (6) does not blank out every "true"."""
+    short = "apiVersion: v1\nkind: Secret\nmetadata: {name: flags}\nstringData: {on: 'true'}\n"
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {enabled: 'true'}\n"
+    repo = GitRepo(tmp_path / "repo")
+    base = repo.commit(
+        {".sluice.yaml": "apps:\n- {name: x, path: apps/x}\n", "apps/x/s.yaml": short}
+    )
+    head = repo.commit({"apps/x/cm.yaml": cm})
+    (app,) = run_preview(repo.path, base, head, PreviewOptions(cache_dir=tmp_path / "c")).apps
+    (change,) = app.changes
+    assert "enabled: 'true'" in change.diff
+    assert not [v for v in app.policy.violations if v.rule == "secret_value_in_plain_object"]
