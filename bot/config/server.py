@@ -14,6 +14,7 @@ file adds per-repo settings, Atlantis-allowlist-like::
         required_approvals: 2           # default: SLUICE_REQUIRED_APPROVALS (1)
         tracked_branch: main            # merges into it deploy
         ledger_branch: sluice/ledger
+        deploy_branch: sluice/approved  # moved to each approved merge; default off
 
 Deploys (merge-to-deploy) read ``SLUICE_PULLER_URL`` / ``SLUICE_PULLER_TOKEN``, the
 bot's signing key (``SLUICE_SIGNING_METHOD`` / ``SLUICE_SIGNING_KEY`` /
@@ -34,6 +35,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from bot.cachesize import (
+    DEFAULT_EXPORT_MAX_BYTES,
+    DEFAULT_RENDER_MAX_BYTES,
+    EXPORT_ENV,
+    RENDER_ENV,
+    CacheSizeError,
+    max_bytes,
+)
 from bot.commands.spec import COMMANDS
 from bot.config.repo import POLICY_ENGINES, ConfigError, load_yaml_text
 from bot.config.storage import StorageSettings
@@ -117,6 +126,8 @@ class RepoSettings:
     required_approvals: int | None = None
     tracked_branch: str = DEFAULT_TRACKED_BRANCH
     ledger_branch: str = DEFAULT_LEDGER_BRANCH
+    #: Moved to each approved merge (for Argo CD / Flux to track); None: off.
+    deploy_branch: str | None = None
 
     def matches(self, forge: str, full_name: str) -> bool:
         pattern = self.match.lower()
@@ -198,6 +209,7 @@ class ServerConfig:
             raise ConfigError(
                 "SLUICE_DATA_DIR is not set: it names the directory for the job database and caches"
             )
+        _check_cache_sizes(env)
         disabled: dict[str, str] = {}
         github = _github_from_env(env, disabled)
         gitlab = _gitlab_from_env(env, disabled)
@@ -370,6 +382,18 @@ def _required_approvals(value: str | None) -> int:
     return int(value)
 
 
+def _check_cache_sizes(env: Mapping[str, str]) -> None:
+    """Refuse a bad cache bound at startup; the caches read these variables themselves."""
+    for name, default in (
+        (EXPORT_ENV, DEFAULT_EXPORT_MAX_BYTES),
+        (RENDER_ENV, DEFAULT_RENDER_MAX_BYTES),
+    ):
+        try:
+            max_bytes(name, default, env)
+        except CacheSizeError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 def _workers(value: str | None) -> int:
     if value is None:
         return DEFAULT_WORKERS
@@ -382,7 +406,7 @@ def _workers(value: str | None) -> int:
 
 _REPO_FIELDS = {
     "match", "commands", "policy_owners", "draft_previews", "policy_engine", "opa_url",
-    "required_approvals", "tracked_branch", "ledger_branch",
+    "required_approvals", "tracked_branch", "ledger_branch", "deploy_branch",
 }  # fmt: skip
 _TOP_FIELDS = {"repos", "policy_engine", "opa_url"}
 _RULE_FIELDS = {"permission", "users", "teams"}
@@ -499,7 +523,19 @@ def _parse_repo(
         required_approvals=_parse_approvals(raw.get("required_approvals"), where),
         tracked_branch=_parse_branch(raw, "tracked_branch", DEFAULT_TRACKED_BRANCH, where),
         ledger_branch=_parse_branch(raw, "ledger_branch", DEFAULT_LEDGER_BRANCH, where),
+        deploy_branch=_parse_deploy_branch(raw, where),
     )
+
+
+def _parse_deploy_branch(raw: dict[str, Any], where: str) -> str | None:
+    if raw.get("deploy_branch") is None:
+        return None
+    branch = _parse_branch(raw, "deploy_branch", "sluice/approved", where)
+    defaults = {"tracked_branch": DEFAULT_TRACKED_BRANCH, "ledger_branch": DEFAULT_LEDGER_BRANCH}
+    for other, default in defaults.items():
+        if branch == raw.get(other, default):
+            raise ConfigError(f"{where}: deploy_branch: must differ from {other}")
+    return branch
 
 
 def _parse_approvals(raw: Any, where: str) -> int | None:

@@ -112,6 +112,8 @@ def test_github_app_credentials(tmp_path):
         ),
         ({"SLUICE_WORKERS": "zero"}, "SLUICE_WORKERS"),
         ({"SLUICE_WORKERS": "0"}, "SLUICE_WORKERS"),
+        ({"SLUICE_EXPORT_CACHE_MAX_BYTES": "big"}, "SLUICE_EXPORT_CACHE_MAX_BYTES: 'big' is not"),
+        ({"SLUICE_RENDER_CACHE_MAX_BYTES": "-1"}, "SLUICE_RENDER_CACHE_MAX_BYTES"),
         ({"SLUICE_TRUSTED_KEYS": "/nonexistent-keys"}, "SLUICE_TRUSTED_KEYS"),
         ({"SLUICE_GITLAB_URL": "gitlab.example.com"}, "SLUICE_GITLAB_URL"),
     ],
