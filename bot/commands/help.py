@@ -64,6 +64,23 @@ def unknown_command_reply(name: str) -> str:
     return "\n".join(lines)
 
 
+def who_may_run(name: str, rules: CommandRules) -> str:
+    """Who may run ``/name`` on a repository with ``rules``, in plain words (the
+    report escapes them)."""
+    rule = rules.rule_for(name)
+    who = f"{rule.level.name.lower()} access"
+    if rule.level < Permission.ADMIN:
+        who += " or higher"
+    if rule.has_allowlist:
+        who += ", only " + (
+            ", ".join(sorted(rule.users or ()) + sorted(rule.teams or ())) or "nobody"
+        )
+    if name == "approve-policy" and rules.has_policy_owners:
+        owners = sorted(rules.policy_owner_users) + sorted(rules.policy_owner_teams)
+        who += ", policy owners only: " + ", ".join(owners)
+    return who
+
+
 def _who(name: str, rules: CommandRules) -> str:
     rule = rules.rule_for(name)
     who = f"{rule.level.name.lower()} access"

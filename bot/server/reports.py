@@ -19,9 +19,13 @@ from pathlib import Path
 
 from flask import Flask, Response
 
+from bot.commands.help import who_may_run
+from bot.config.server import RepoSettings, ServerConfig
+from bot.forge.base import Forge, ForgeError, PullRequest
 from bot.models import Report
-from bot.report import CommentContext, to_json
+from bot.report import MARKER, Approvals, CommentContext, to_json
 from bot.report.html import render_html
+from bot.report.markdown import mark_stale
 
 DEFAULT_RETENTION = timedelta(days=30)
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -159,3 +163,48 @@ def add_report_routes(app: Flask, pages: ReportPages) -> None:
         if as_json:
             return Response(page.json, 200, PAGE_HEADERS, content_type="application/json")
         return Response(page.html, 200, PAGE_HEADERS, content_type="text/html; charset=utf-8")
+
+
+def comment_context(
+    config: ServerConfig, forge: Forge, pr: PullRequest, now: datetime
+) -> CommentContext:
+    """What the PR comment says beyond the report: when it was made, who may run
+    /approve-policy here, and the approvals that count for this exact head."""
+    settings = config.repo_settings(forge.name, pr.repo.full_name)
+    try:
+        who = who_may_run("approve-policy", settings.command_rules())
+    except ValueError:
+        who = ""
+    return CommentContext(
+        made_at=now,
+        approve_policy_who=who,
+        approvals=_approvals(config, settings, forge, pr),
+    )
+
+
+def _approvals(
+    config: ServerConfig, settings: RepoSettings, forge: Forge, pr: PullRequest
+) -> Approvals | None:
+    """The approvals the merge gate would count now (distinct reviewers of exactly the
+    head, not the author, not the bot); None if the forge cannot say."""
+    try:
+        standing = forge.approvals(pr)
+        bot = (config.bot_login or forge.bot_login()).lower()
+    except ForgeError:
+        return None
+    valid = {
+        a.user.lower()
+        for a in standing
+        if a.sha == pr.head_sha and a.user.lower() not in (pr.author.lower(), bot)
+    }
+    return Approvals(len(valid), config.approvals_required(settings), pr.head_sha)
+
+
+def mark_report_stale(forge: Forge, pr: PullRequest, bot_login: str) -> None:
+    """Say at the top of the PR's report comment that a newer head is being previewed."""
+    for comment in forge.list_comments(pr):
+        if comment.author.lower() == bot_login.lower() and comment.body.startswith(MARKER):
+            body = mark_stale(comment.body, pr.head_sha)
+            if body != comment.body:
+                forge.edit_comment(pr, comment.id, body)
+            return

@@ -296,7 +296,7 @@ def test_drift_is_reported_masked_self_healed_where_allowed_and_fixed_by_sync(st
     # /sync on the PR that deployed web reconciles it now.
     pull = stack.gh.pulls(REPO)[0]
     stack.say(pull, "/sync")
-    reply = stack.wait_comment(1, "@dana `/sync`")
+    reply = stack.wait_comment(1, "@dana\n\n`/sync`")
     assert f"`web`: deployed {MERGES[1][:12]}: 0 created, 2 updated, 0 pruned; Healthy" in reply
     assert data_of(stack.live("v1", "ConfigMap", "web-config", "web"), "greeting") == "v1"
     assert secret_value(stack.live("v1", "Secret", "web-db", "web"), "password") == "web-pw-v1"
@@ -325,7 +325,7 @@ def test_rollback_restores_the_previous_revision_and_pins_until_the_revert_merge
     assert data_of(stack.live("v1", "ConfigMap", "web-config", "web"), "greeting") == "v2"
 
     stack.say(second, "/rollback")
-    reply = stack.wait_comment(5, "@dana `/rollback`")
+    reply = stack.wait_comment(5, "@dana\n\n`/rollback`")
     assert f"`web` → `{MERGES[1][:12]}`" in reply and "pinned until the revert merges" in reply
     entry = stack.gitops.entry("web")
     assert (entry.action, entry.revision, entry.pr) == ("rollback", MERGES[1], 5)
@@ -457,7 +457,7 @@ def test_sync_on_an_open_pr_preview_deploys_only_apps_that_allow_it(stack: Deplo
     pull = stack.pull("staging-try", 14)
     stack.approve(pull)
     stack.say(pull, "/sync")
-    reply = stack.wait_comment(14, "@dana `/sync`")
+    reply = stack.wait_comment(14, "@dana\n\n`/sync`")
     assert f"preview-deploy of `{head[:12]}` recorded in ledger commit" in reply
     assert f"`staging`: deployed {head[:12]}: 1 created" in reply
     entry = stack.gitops.entry("staging")
@@ -475,7 +475,7 @@ def test_sync_on_an_open_pr_preview_deploys_only_apps_that_allow_it(stack: Deplo
     other = stack.pull("web-try", 15)
     stack.approve(other)
     stack.say(other, "/sync")
-    refusal = stack.wait_comment(15, "@dana `/sync` refused")
+    refusal = stack.wait_comment(15, "@dana\n\n`/sync` refused")
     assert "`web` does not allow deploying before merge" in refusal
     assert stack.gitops.ledger_tip() == ledger_before
     assert stack.live("v1", "ConfigMap", "web-config", "web") == live_before

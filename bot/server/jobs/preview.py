@@ -16,9 +16,10 @@ from bot.forge.webhooks import PullRequestEvent
 from bot.gitops import Git, GitError
 from bot.models import Report
 from bot.preview import PreviewError, PreviewOptions, run_preview
-from bot.report import render_markdown
+from bot.report import CommentContext, forge_budget, render_markdown
 from bot.server.jobs.context import JobContext
 from bot.server.publish import gate_statuses, pending_statuses, publish_statuses, upsert_report
+from bot.server.reports import comment_context, mark_report_stale, open_pages, publish_page
 from bot.server.worker import CancelToken
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class PreviewJobs:
     ) -> Report:
         """Preview ``pr`` as it is now and publish the comment and statuses."""
         publish_statuses(forge, pr, pending_statuses())
+        mark_report_stale(forge, pr, self.ctx.bot_login(forge))
         cancel.raise_if_cancelled()
         report = self.run_preview(forge, pr, settings, extra_apps)
         cancel.raise_if_cancelled()
@@ -77,9 +79,17 @@ class PreviewJobs:
 
     def publish(self, forge: Forge, pr: PullRequest, report: Report, live: str = "") -> None:
         notes = ["_Draft pull request: Sluice previews it; nothing deploys from a draft._"]
-        body = _render_with_live(report, notes if pr.draft else [], live)
+        config = self.ctx.config
+        context = comment_context(config, forge, pr, self.ctx.clock())
+        context = publish_page(
+            open_pages(config.data_dir), config.public_url, report, title="Sluice", context=context
+        )
+        budget = forge_budget(forge.name)
+        body = _render_with_live(report, notes if pr.draft else [], live, context, budget)
         comment = upsert_report(forge, pr, body, self.ctx.bot_login(forge))
-        publish_statuses(forge, pr, gate_statuses(report), comment.url or None)
+        # The statuses link the full report page when there is one.
+        target = context.report_url or comment.url or None
+        publish_statuses(forge, pr, gate_statuses(report), target)
 
     def live_section(self, report: Report) -> str:
         """The "Live cluster" Markdown for ``report``; "" when no puller is configured.
@@ -141,11 +151,14 @@ class PreviewJobs:
             raise RetryableError(str(exc)) from None
 
 
-def _render_with_live(report: Report, notes: list[str], live: str) -> str:
+def _render_with_live(
+    report: Report, notes: list[str], live: str, context: CommentContext, budget: int
+) -> str:
     """The PR comment with the live section last; it gives way if the budget is short."""
+    options = {"title": "Sluice", "context": context, "budget": budget}
     for section in (live, LIVE_OMITTED) if live else ():
         try:
-            return render_markdown(report, title="Sluice", extra=[*notes, section])
+            return render_markdown(report, extra=[*notes, section], **options)
         except ValueError:
             continue  # the report itself needs the room
-    return render_markdown(report, title="Sluice", extra=notes or None)
+    return render_markdown(report, extra=notes or None, **options)
