@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from bot.config.server import RepoSettings
 from bot.deploy.comments import held_comment
+from bot.deploy.deploy_branch import advance, branch_for
 from bot.deploy.desk import DeployDesk
 from bot.deploy.follow import PullerFollower
 from bot.deploy.gates import GateResult, Gates, gate_config
@@ -93,13 +94,14 @@ class MergePromotion:
         key = repo_key(pr.repo.forge, pr.repo.full_name)
         writer = LedgerWriter(desk)
         ledger = writer.open(forge, git, pr.repo, settings)
-        deploy, done, notes = [], [], []
+        deploy, done, notes, held = [], [], [], []
         for app in gates.apps:
             pin = desk.pins.get(key, app)
             current = ledger.read(app)
             if pin is not None:
                 desk.status(forge, pr.repo, merge, app, "failure", pin.reason())
                 notes.append(f"`{app}` is {pin.reason()}: this merge is not deployed.")
+                held.append(app)
             elif current is not None and current.revision == merge:
                 done.append(app)  # recorded by an earlier run of this job
             elif current is not None and git.is_ancestor(merge, current.revision):
@@ -129,6 +131,11 @@ class MergePromotion:
             writer.record(forge, pr, ledger, entries, status_sha=merge)
         apps = deploy + done
         ledger_commit = writer.writer(ledger, apps[0])
+        # After the ledger commit (the audit record): Argo CD / Flux see only approved states.
+        branch = branch_for(git, pr.repo.clone_url, forge.clone_auth(pr.repo), settings)
+        moved = advance(branch, merge, held)
+        if moved:
+            notes.append(moved)
         if unpinned:
             notes.append(f"Unpinned {', '.join(f'`{a}`' for a in unpinned)}: this was the revert.")
         PullerFollower(desk).follow(forge, pr, ledger_commit, apps, status_sha=merge, notes=notes)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot.config.server import RepoSettings
 from bot.deploy.comments import outcomes_line
+from bot.deploy.deploy_branch import apply_rollback, branch_for, plan_rollback
 from bot.deploy.desk import DeployDesk, names
 from bot.deploy.follow import PullerFollower
 from bot.deploy.gates import gate_config
@@ -68,21 +69,29 @@ class Rollback:
                 f"- {p}" for p in problems
             )
         key = repo_key(pr.repo.forge, pr.repo.full_name)
+        branch = branch_for(git, pr.repo.clone_url, forge.clone_auth(pr.repo), settings)
+        earlier = [e.revision for app in plan for _, e in ledger.history(app, limit=200)[1:]]
+        move, branch_note = plan_rollback(branch, list(plan.values()), earlier)
         with desk.locks.hold(key, targets):
+            gates: dict = {"rollback_of": pr.merge_sha, "requested_by": actor}
+            if move is not None:  # the force-with-lease push this entry records
+                gates["deploy_branch"] = move.record()
             entries = [
                 LedgerEntry(app=app, revision=rev, action="rollback", pr=pr.number,
-                            pr_url=http_url(pr.url), approved_by=[actor],
-                            gates={"rollback_of": pr.merge_sha, "requested_by": actor})
+                            pr_url=http_url(pr.url), approved_by=[actor], gates=gates)
                 for app, rev in plan.items()
             ]  # fmt: skip
             ledger_commit = writer.record(
                 forge, pr, ledger, entries, status_sha=pr.merge_sha, name_revision=False
             )
+            branch_note = apply_rollback(branch, move) or branch_note
             revert, revert_problem = self._open_revert(forge, git, pr, settings)
             for app, rev in plan.items():
                 desk.pins.pin(Pin(key, app, pr.number, revert.number if revert else None, rev,
                                   actor, desk.clock().strftime("%Y-%m-%dT%H:%M:%SZ")))  # fmt: skip
             notes = [f"`{app}` → {code(rev[:12])}" for app, rev in plan.items()]
+            if branch_note:
+                notes.append(branch_note)
             if revert is not None:
                 notes.append(f"Opened the revert pull request #{revert.number} ({revert.url}); "
                              f"{names(targets)} stay pinned until it merges.")  # fmt: skip

@@ -1,0 +1,186 @@
+"""``deploy_branch``: a branch only the bot moves, to approved revisions, for Argo CD or Flux.
+
+Teams that keep Argo CD or Flux as their deployer point it at this branch instead of the
+tracked one, so it only ever sees states that passed every gate. The rules:
+
+* after a merge passes every gate and its ledger commit is written, the branch is
+  fast-forwarded to the merge commit (the ledger commit is the audit record);
+* it only ever moves to a commit reachable from the tracked branch (a merge), or back
+  to an earlier ledger revision (``/rollback``, a force-with-lease push whose
+  from/to the rollback's ledger entry records);
+* a push is always leased on the tip Sluice read, so a concurrent move is never
+  overwritten; a branch that diverged (someone pushed to it) is left alone and said so.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+
+from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
+
+_LOCAL_REF = "refs/sluice/deploy-branch/{branch}"
+
+
+class DeployBranchError(RuntimeError):
+    """The deploy branch was not moved; the message says why (no credentials in it)."""
+
+
+@dataclass(frozen=True)
+class BranchMove:
+    branch: str
+    before: str | None
+    after: str
+    push: str  # "fast-forward" | "force-with-lease" | "none"
+
+    def record(self) -> dict[str, str | None]:
+        """What a ledger entry says about the move."""
+        return {"branch": self.branch, "from": self.before, "to": self.after, "push": self.push}
+
+    def describe(self) -> str:
+        if self.push == "none":
+            return f"`{self.branch}` already at `{self.after[:12]}`"
+        start = f"`{self.before[:12]}`" if self.before else "nothing (created)"
+        return f"`{self.branch}` moved from {start} to `{self.after[:12]}` ({self.push})"
+
+
+@dataclass
+class DeployBranch:
+    """The deploy branch of one repository, read and moved through the bot's mirror."""
+
+    git: Git
+    url: str
+    auth: tuple[str, str] | None
+    branch: str
+    tracked: str
+
+    def tip(self) -> str | None:
+        """The branch's tip on the remote (fetched into the mirror), None if absent."""
+        local = _LOCAL_REF.format(branch=self.branch)
+        proc = self._remote(
+            ["fetch", "--quiet", "--no-tags", self.url, f"+refs/heads/{self.branch}:{local}"]
+        )
+        if proc.returncode != 0:
+            if "couldn't find remote ref" in proc.stderr.decode(errors="replace"):
+                return None
+            raise DeployBranchError(f"cannot read {self.branch}: {_last_line(proc, self.url)}")
+        return self.git.resolve(local)
+
+    def plan_advance(self, target: str) -> BranchMove:
+        """The fast-forward to ``target`` (a merge on the tracked branch), or why not."""
+        tracked = f"refs/heads/{self.tracked}"
+        try:
+            reachable = self.git.is_ancestor(target, tracked)
+        except GitError as exc:
+            raise DeployBranchError(
+                f"cannot check {target[:12]} against {self.tracked}: {exc}"
+            ) from None
+        if not reachable:
+            raise DeployBranchError(
+                f"{target[:12]} is not on {self.tracked}; {self.branch} only follows it"
+            )
+        before = self.tip()
+        if before == target or (before is not None and self.git.is_ancestor(target, before)):
+            return BranchMove(self.branch, before, before or target, "none")
+        if before is not None and not self.git.is_ancestor(before, target):
+            raise DeployBranchError(
+                f"{self.branch} is at {before[:12]}, which is not behind {target[:12]}: someone "
+                "else moved it; Sluice leaves it alone (protect the branch so only the bot pushes)"
+            )
+        return BranchMove(self.branch, before, target, "fast-forward")
+
+    def plan_rollback(self, target: str, ledger_revisions: list[str]) -> BranchMove:
+        """The move back to ``target``, which must be an earlier ledger revision."""
+        if target not in ledger_revisions:
+            raise DeployBranchError(f"{target[:12]} is not an earlier ledger revision")
+        before = self.tip()
+        if before == target:
+            return BranchMove(self.branch, before, target, "none")
+        return BranchMove(self.branch, before, target, "force-with-lease")
+
+    def apply(self, move: BranchMove) -> None:
+        """Push ``move``, leased on the tip it was planned from."""
+        if move.push == "none":
+            return
+        lease = f"--force-with-lease=refs/heads/{self.branch}:{move.before or ''}"
+        proc = self._remote(
+            ["push", "--porcelain", lease, self.url, f"{move.after}:refs/heads/{self.branch}"]
+        )
+        if proc.returncode != 0:
+            report = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+            if re.search(r"stale info|\[rejected\]", report):
+                raise DeployBranchError(
+                    f"{self.branch} moved while Sluice was moving it; not pushed"
+                )
+            raise DeployBranchError(
+                f"git push of {self.branch} failed: {_last_line(proc, self.url)}"
+            )
+
+    def _remote(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(self.git.path), *args],
+                capture_output=True,
+                env=remote_env(self.auth),
+                timeout=GIT_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise DeployBranchError(f"git {args[0]} of {self.branch} timed out") from None
+
+
+def _last_line(proc: subprocess.CompletedProcess[bytes], url: str) -> str:
+    lines = proc.stderr.decode(errors="replace").strip().splitlines()
+    text = lines[-1] if lines else f"exit status {proc.returncode}"
+    if "@" in url and "://" in url:  # never echo credentials embedded in a URL
+        userinfo = url.split("://", 1)[1].split("@", 1)[0]
+        text = text.replace(userinfo, "***")
+    return text
+
+
+def branch_for(git: Git, url: str, auth: tuple[str, str] | None, settings) -> DeployBranch | None:
+    """The repository's deploy branch, None when ``deploy_branch`` is off."""
+    if not settings.deploy_branch:
+        return None
+    return DeployBranch(git, url, auth, settings.deploy_branch, settings.tracked_branch)
+
+
+def advance(branch: DeployBranch | None, merge: str, held: list[str]) -> str | None:
+    """Fast-forward to an approved merge; the line for the deploy comment (None: off)."""
+    if branch is None:
+        return None
+    if held:
+        shown = ", ".join(f"`{app}`" for app in held)
+        return f"Deploy branch `{branch.branch}` not moved: {shown} held by a pin."
+    try:
+        move = branch.plan_advance(merge)
+        branch.apply(move)
+    except DeployBranchError as exc:
+        return f"Deploy branch `{branch.branch}` not moved: {exc}."
+    return f"Deploy branch {move.describe()}."
+
+
+def plan_rollback(
+    branch: DeployBranch | None, targets: list[str], earlier: list[str]
+) -> tuple[BranchMove | None, str | None]:
+    """Where ``/rollback`` moves the branch (the newest of the apps' targets), or why not."""
+    if branch is None:
+        return None, None
+    newest = [t for t in targets if all(branch.git.is_ancestor(o, t) for o in targets)]
+    if not newest:
+        return None, (f"Deploy branch `{branch.branch}` not moved: the apps roll back to "
+                      "unrelated revisions; roll them back one at a time")  # fmt: skip
+    try:
+        return branch.plan_rollback(newest[0], earlier), None
+    except DeployBranchError as exc:
+        return None, f"Deploy branch `{branch.branch}` not moved: {exc}."
+
+
+def apply_rollback(branch: DeployBranch | None, move: BranchMove | None) -> str | None:
+    if branch is None or move is None:
+        return None
+    try:
+        branch.apply(move)
+    except DeployBranchError as exc:
+        return f"Deploy branch `{branch.branch}` not moved: {exc}."
+    return f"Deploy branch {move.describe()}."

@@ -1,0 +1,105 @@
+"""``deploy_branch`` end to end: the branch Argo CD or Flux tracks moves only to approved
+merges, never on a failing gate, back on ``/rollback`` (force-with-lease, recorded in the
+ledger), and never over someone else's push.
+
+Real: ``sluice serve`` and ``sluice puller`` processes, git with a bare repository as the
+remote, gpg. Emulated: the GitHub API and the Kubernetes API server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests import gpgkit
+from tests.deploykit import DeployStack, deploy_stack, dump, web_files
+
+pytestmark = pytest.mark.timeout(240)
+
+BRANCH = "sluice/approved"
+DEPLOY_WEB = "sluice/deploy/web"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployStack]:
+    tmp = tmp_path_factory.mktemp("deploy-branch")
+    with deploy_stack(tmp) as running:
+        config = tmp / "serve.yaml"
+        config.write_text(dump({"repos": [{"match": "*", "deploy_branch": BRANCH}]}))
+        running.server.stop()
+        running.server.config = config
+        running.server.start()
+        yield running
+
+
+def approved(stack: DeployStack) -> str | None:
+    out = gpgkit.git(
+        stack.gitops.bare, "for-each-ref", "--format=%(objectname)", f"refs/heads/{BRANCH}"
+    )
+    return out or None
+
+
+MERGES: dict[int, str] = {}
+
+
+def test_a_passing_merge_creates_then_fast_forwards_the_branch(stack: DeployStack) -> None:
+    assert approved(stack) is None
+    _, MERGES[1] = stack.ship("one", web_files(greeting="v1", replicas=2, password="pw-one-1"), 1)
+    report = stack.wait_comment(1, "Sluice deploy of")
+    assert f"Deploy branch `{BRANCH}` moved from nothing (created) to `{MERGES[1][:12]}`" in report
+    assert approved(stack) == MERGES[1]
+    # The ledger commit approving the merge is the audit record of the move.
+    assert stack.gitops.entry("web").revision == MERGES[1]
+
+    _, MERGES[2] = stack.ship("two", web_files(greeting="v2", replicas=2, password="pw-two-2"), 2)
+    report = stack.wait_comment(2, "Sluice deploy of")
+    assert f"moved from `{MERGES[1][:12]}` to `{MERGES[2][:12]}` (fast-forward)" in report
+    assert approved(stack) == MERGES[2]
+    stack.wait_status(MERGES[2], DEPLOY_WEB, "success")
+
+
+def test_a_merge_that_fails_a_gate_never_moves_it(stack: DeployStack) -> None:
+    before_main = stack.gitops.main()
+    try:
+        changes = web_files(greeting="v3", replicas=2, password="pw-unsigned-3")
+        _, merge = stack.ship("unsigned", changes, 3, signed=False)
+        refusal = stack.wait_comment(3, "did not deploy")
+        assert "- signatures: " in refusal
+        stack.wait_status(merge, DEPLOY_WEB, "failure")
+        assert approved(stack) == MERGES[2]
+    finally:
+        stack.gitops.reset_main(before_main)
+
+
+def test_rollback_moves_it_back_with_a_recorded_force_with_lease_push(stack: DeployStack) -> None:
+    pull = next(p for p in stack.gh.pulls("acme/gitops") if p.number == 2)
+    stack.say(pull, "/rollback")
+    reply = stack.wait_comment(2, "@dana\n\n`/rollback`")
+    assert f"`web` → `{MERGES[1][:12]}`" in reply, reply
+    assert approved(stack) == MERGES[1]
+    entry = stack.gitops.entry("web")
+    assert entry.action == "rollback" and entry.revision == MERGES[1]
+    assert entry.gates["deploy_branch"] == {
+        "branch": BRANCH,
+        "from": MERGES[2],
+        "to": MERGES[1],
+        "push": "force-with-lease",
+    }
+    report = stack.wait_comment(2, "Sluice rollback of #2")
+    assert f"moved from `{MERGES[2][:12]}` to `{MERGES[1][:12]}` (force-with-lease)" in report
+
+
+def test_a_branch_someone_else_moved_is_left_alone_and_said_so(stack: DeployStack) -> None:
+    # Someone pushes a commit that is not on main to the deploy branch.
+    rogue = stack.gitops.branch("rogue", {"apps/web/rogue.yaml": "x: 1\n"})
+    gpgkit.git(stack.gitops.bare, "update-ref", f"refs/heads/{BRANCH}", rogue)
+    # The revert of #2 (opened by the rollback) merges: gates pass, the branch is not moved.
+    revert = next(p for p in stack.gh.pulls("acme/gitops") if p.head_ref == "sluice/revert-2")
+    stack.approve(revert)
+    merge = stack.merge(revert)
+    report = stack.wait_comment(revert.number, "Sluice deploy of")
+    assert f"Deploy branch `{BRANCH}` not moved: {BRANCH} is at {rogue[:12]}" in report
+    assert "someone else moved it" in report
+    assert approved(stack) == rogue
+    stack.wait_status(merge, DEPLOY_WEB, "success")  # the puller still deploys
