@@ -30,6 +30,9 @@ class StorageSettings:
     fingerprint_key: bytes | None = field(default=None, repr=False)
     #: This replica's name in metrics and worker ids (the pod name in Kubernetes).
     replica_id: str = "local"
+    #: Forge content writes allowed per token in any ``write_window_s`` (all replicas together).
+    write_limit: int = 80
+    write_window_s: float = 60.0
 
     @property
     def replicated(self) -> bool:
@@ -53,7 +56,28 @@ class StorageSettings:
                 "every replica, so that all of them fingerprint Secret values alike"
             )
         replica = env.get("SLUICE_REPLICA_ID") or env.get("HOSTNAME") or os.uname().nodename
-        return cls(database_url=url, fingerprint_key=key, replica_id=replica)
+        limit, window = _write_budget(env.get("SLUICE_FORGE_WRITE_BUDGET", "80/60"))
+        return cls(
+            database_url=url,
+            fingerprint_key=key,
+            replica_id=replica,
+            write_limit=limit,
+            write_window_s=window,
+        )
+
+
+def _write_budget(text: str) -> tuple[int, float]:
+    """``LIMIT/SECONDS``, e.g. ``80/60``: GitHub's documented content-write limit."""
+    limit, _, window = text.partition("/")
+    try:
+        parsed = int(limit), float(window)
+    except ValueError:
+        parsed = (0, 0.0)
+    if parsed[0] < 1 or parsed[1] <= 0:
+        raise ConfigError(
+            f"SLUICE_FORGE_WRITE_BUDGET must be LIMIT/SECONDS such as 80/60, got {text[:40]!r}"
+        )
+    return parsed
 
 
 def _fingerprint_key(env: Mapping[str, str]) -> bytes | None:

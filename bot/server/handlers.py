@@ -106,9 +106,13 @@ def build_forges(config: ServerConfig, budget: WriteBudget | None = None) -> dic
     from bot.forge.gitlab import GitLabForge
 
     def paced(forge: str, url: str, credential: str) -> dict[str, Any]:
-        if budget is None:
-            return {}
-        pacer = WritePacer(shared=budget, key=budget_key(forge, url, credential))
+        storage = config.storage
+        pacer = WritePacer(
+            storage.write_limit,
+            storage.write_window_s,
+            shared=budget,
+            key=budget_key(forge, url, credential),
+        )
         return {"write_pacer": pacer, "retrier": Retrier(on_wait_hint=pacer.pause)}
 
     forges: dict[str, Forge] = {}

@@ -19,12 +19,15 @@ from dataclasses import dataclass
 
 from bot.errors import RetryableError
 from bot.forge.base import ForgeError
-from bot.server.storage.base import Listener
+from bot.server.storage.base import Listener, StorageError
 from bot.server.storage.queue import Job, JobQueue
 
 __all__ = ["CancelToken", "JobCancelled", "JobRunner", "RetryableError", "WorkerPool"]
 
 log = logging.getLogger(__name__)
+
+#: How long a worker waits before trying an unreachable database again.
+DATABASE_RETRY_S = 1.0
 
 
 class JobCancelled(Exception):
@@ -149,11 +152,18 @@ class WorkerPool:
             leftovers = [job for job, _ in self._running.values()]
         for job in leftovers:
             # Its thread keeps running until the process exits; fencing discards its outcome.
-            self.queue.release(job)
+            try:
+                self.queue.release(job)
+            except StorageError as exc:  # its lease lapses and another worker takes it
+                log.warning("could not give back job %s: %s", job.id, exc)
+                continue
             log.warning("job %s (%s) was still running at shutdown; requeued", job.id, job.kind)
         if self._housekeeper is not None:
             self._housekeeper.join(max(0.1, deadline - time.monotonic()))
-        self.queue.clear_pool(self.pool_id)
+        try:
+            self.queue.clear_pool(self.pool_id)
+        except StorageError as exc:  # its beat fades out on its own
+            log.warning("could not clear this pool's liveness beat: %s", exc)
 
     def wake(self) -> None:
         """Poll the queue now (after an enqueue in the same process)."""
@@ -175,12 +185,18 @@ class WorkerPool:
 
     def _work(self, worker_id: str) -> None:
         while not self._stop.is_set():
-            job = self.queue.claim(worker_id, self.lease_s)
-            if job is None:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
-                continue
-            self._run(job)
+            try:
+                job = self.queue.claim(worker_id, self.lease_s)
+                if job is None:
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
+                    continue
+                self._run(job)
+            except StorageError as exc:
+                # The database is away: keep the thread; an unrecorded outcome's lease
+                # lapses and the job runs again (at-least-once).
+                log.warning("worker %s: %s; retrying", worker_id, exc)
+                self._stop.wait(DATABASE_RETRY_S)
 
     def _run(self, job: Job) -> None:
         token = CancelToken(self.queue, job)
@@ -258,16 +274,23 @@ class WorkerPool:
     def _housekeep(self) -> None:
         pruned_at = 0.0
         while not self._stop.wait(min(self.housekeeping_s, self.lease_s / 3)):
-            if time.monotonic() - pruned_at >= self.prune_every_s:
-                pruned_at = time.monotonic()
-                self.queue.prune(self.keep_finished_s)
-            with self._lock:
-                running = list(self._running.values())
-            for job, token in running:
-                if not self.queue.heartbeat(job, self.lease_s):
-                    token.cancel()
-            self._recover()
-            self.queue.beat_pool(self.pool_id, self._alive_count(), self.size)
+            try:
+                pruned_at = self._housekeep_once(pruned_at)
+            except StorageError as exc:
+                log.warning("housekeeping: %s; retrying", exc)
+
+    def _housekeep_once(self, pruned_at: float) -> float:
+        if time.monotonic() - pruned_at >= self.prune_every_s:
+            pruned_at = time.monotonic()
+            self.queue.prune(self.keep_finished_s)
+        with self._lock:
+            running = list(self._running.values())
+        for job, token in running:
+            if not self.queue.heartbeat(job, self.lease_s):
+                token.cancel()
+        self._recover()
+        self.queue.beat_pool(self.pool_id, self._alive_count(), self.size)
+        return pruned_at
 
     def _recover(self) -> None:
         recovery = self.queue.recover_expired(self.max_attempts, self.orphaned_after_s)
