@@ -52,8 +52,12 @@ ACTIONS: tuple[str, ...] = get_args(Action)
 SigningMethod = Literal["gpg", "ssh"]
 SIGNING_METHODS: tuple[str, ...] = get_args(SigningMethod)
 
-# Same rule as app names in .sluice.yaml: safe as a file name, no path separators.
-_APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+# App names in .sluice.yaml (safe as a file name), or discovered ones: "argocd:<name>" and
+# "flux:<namespace>/<name>" (bot.render.discovery), whose one "/" nests the entry a level.
+_APP_NAME = re.compile(
+    r"^(?:argocd:|flux:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?/)?"
+    r"[a-z0-9](?:[a-z0-9._-]{0,251}[a-z0-9])?$"
+)
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bot.config.repo import ConfigError
 from bot.config.server import load_repo_settings
+from bot.config.signing import SigningConfig
 from bot.deploy.deploy_branch import DeployBranch, DeployBranchError
+from bot.deploy.ledger import BotSigner, Ledger, LedgerEntry, LedgerError
 from bot.gitops import Git
 
 BRANCH = "sluice/approved"
@@ -97,3 +100,37 @@ def test_config(tmp_path: Path) -> None:
     path.write_text("repos:\n  - {match: '*', deploy_branch: main}\n")
     with pytest.raises(ConfigError, match="deploy_branch: must differ from tracked_branch"):
         load_repo_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("app", "valid"),
+    [
+        ("web", True),
+        ("argocd:svc-web", True),
+        ("flux:flux-system/apps", True),
+        ("flux:../apps", False),
+        ("argocd:../../etc/passwd", False),
+        ("flux:ns/a/b", False),
+        ("argocd:/abs", False),
+    ],
+)
+def test_ledger_accepts_discovered_app_names_and_nothing_that_escapes(
+    tmp_path: Path, app: str, valid: bool
+) -> None:
+    """Discovered apps (argocd:<name>, flux:<ns>/<name>) get ledger entries like any app."""
+    sha = "a" * 40
+    if not valid:
+        with pytest.raises(LedgerError, match="app: must be"):
+            LedgerEntry(app=app, revision=sha)
+        return
+    entry = LedgerEntry(app=app, revision=sha)
+    assert entry.path == f"apps/{app}.yaml"
+    work = tmp_path / "ledger"
+    work.mkdir()
+    git(work, "init", "-q", "--bare")
+    ledger = Ledger(Git(work))
+    key = tmp_path / "bot_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    signer = BotSigner(SigningConfig("ssh", str(key)))
+    ledger.record([entry], signer, f"deploy {app}")
+    assert ledger.read(app) == replace(entry, previous=None)
