@@ -28,22 +28,21 @@ Rules (what Argo CD and Flux do, and what users complain they do not):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 from kubernetes.client import ApiClient
-from kubernetes.dynamic.resource import Resource
 
-from bot.models import ObjectChange
 from bot.puller import drift as drift_mod
 from bot.puller.cluster import Cluster, ClusterError, RetryPolicy
-from bot.puller.health import HealthReport, ObjectHealth, aggregate, missing, object_health
-from bot.puller.inventory import APP_LABEL, InventoryError, InventoryStore, ObjectRef
+from bot.puller.inventory import InventoryError, InventoryStore, ObjectRef
+from bot.puller.live import LiveView, applied_hash_of, owner
 from bot.puller.plan import CRD_RANK, NAMESPACE_RANK, PlanError, Planned, kind_rank, plan
 from bot.puller.secrets_scrub import scrub
+from bot.puller.views import ClusterViews
 
 Json = dict[str, Any]
 CRD_ESTABLISH_TIMEOUT_S = 30.0
@@ -74,8 +73,9 @@ class ApplyResult:
         }
 
 
-class Applier:
-    """Apply, prune, diff, drift-check and health-check one app's objects."""
+class Applier(ClusterViews):
+    """Apply and prune one app's objects; diff, drift and health come from
+    :class:`~bot.puller.views.ClusterViews`."""
 
     def __init__(
         self,
@@ -89,10 +89,10 @@ class Applier:
     ) -> None:
         if not 0.0 <= max_prune_ratio <= 1.0:
             raise ValueError(f"max_prune_ratio must be within 0..1, got {max_prune_ratio}")
-        self.cluster = Cluster(api_client, discovery_cache=discovery_cache, retry=retry)
-        self.field_manager = field_manager
+        cluster = Cluster(api_client, discovery_cache=discovery_cache, retry=retry)
+        store = store or InventoryStore(cluster, field_manager=field_manager)
+        super().__init__(cluster, store, field_manager=field_manager)
         self.max_prune_ratio = max_prune_ratio
-        self.store = store or InventoryStore(self.cluster, field_manager=field_manager)
 
     # -- apply -------------------------------------------------------------------
 
@@ -130,155 +130,6 @@ class Applier:
             run.errors.append(str(exc))
         return run.result()
 
-    # -- read-only views ---------------------------------------------------------
-
-    def dry_run_diff(
-        self, app: str, objects: list[Json], *, secret_key: bytes
-    ) -> list[ObjectChange]:
-        """Masked changes a server-side apply of ``objects`` would make, found by a
-        dry run (``dryRun=All``): nothing is stored. Objects the inventory holds and
-        ``objects`` lack show as deletions. Raises :class:`PlanError` for bad input and
-        :class:`ClusterError` when the cluster cannot be read."""
-        planned = plan(app, objects)
-        live = _LiveView(self.cluster, app)
-        before: list[Json] = []
-        after: list[Json] = []
-        notes: dict[tuple[str, str, str], str] = {}
-        for item in planned:
-            current = _find_or_none(live, item.ref)
-            try:
-                result = self.cluster.apply(
-                    live.resource(item.ref),
-                    item.body,
-                    field_manager=self.field_manager,
-                    force=True,
-                    dry_run=True,
-                )
-            except ClusterError as exc:
-                result = item.body
-                if not (exc.not_found and _created_alongside(item, planned)):
-                    notes[_diff_identity(item.ref)] = scrub(str(exc), item.body)
-            if current is not None:
-                before.append(current)
-            after.append(result)
-        before.extend(self._leftovers_live(app, planned, live))
-        changes = drift_mod.result_changes(before, after, secret_key=secret_key)
-        return [_with_note(change, notes) for change in changes]
-
-    def drift(self, app: str, objects: list[Json], *, secret_key: bytes) -> list[ObjectChange]:
-        """Masked differences between the live cluster and ``objects``; changes nothing.
-        A missing object is a ``create``, an inventory object no longer desired a
-        ``delete``. Raises :class:`PlanError` or :class:`ClusterError`."""
-        planned = plan(app, objects)
-        live = _LiveView(self.cluster, app)
-        observed = [
-            drift_mod.Observed(item.body, _find_or_none(live, item.ref)) for item in planned
-        ]
-        observed.extend(
-            drift_mod.Observed(None, obj) for obj in self._leftovers_live(app, planned, live)
-        )
-        return drift_mod.drift_changes(observed, secret_key=secret_key)
-
-    def health(self, app: str, objects: list[Json]) -> HealthReport:
-        """Health of every object as it is live now (the app's is its worst object's)."""
-        planned = plan(app, objects)
-        live = _LiveView(self.cluster, app)
-        results: list[ObjectHealth] = []
-        for item in planned:
-            ref = item.ref
-            try:
-                current = live.find(ref)
-            except ClusterError as exc:
-                results.append(ObjectHealth(ref.kind, ref.namespace, ref.name, "Unknown", str(exc)))
-                continue
-            results.append(
-                object_health(current) if current else missing(ref.kind, ref.namespace, ref.name)
-            )
-        return aggregate(results)
-
-    def wait_healthy(
-        self,
-        app: str,
-        objects: list[Json],
-        *,
-        timeout_s: float,
-        poll_s: float = 1.0,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> HealthReport:
-        """Poll health until Healthy or Degraded, or until ``timeout_s`` passed; then
-        every object still not healthy counts as Degraded and ``timed_out`` is set."""
-        deadline = clock() + timeout_s
-        while True:
-            report = self.health(app, objects)
-            if report.status in ("Healthy", "Degraded"):
-                return report
-            remaining = deadline - clock()
-            if remaining <= 0:
-                return _timed_out(report, timeout_s)
-            sleep(min(poll_s, remaining))
-
-    # -- helpers -----------------------------------------------------------------
-
-    def _leftovers_live(self, app: str, planned: Sequence[Planned], live: _LiveView) -> list[Json]:
-        """Live objects the inventory holds for ``app`` that ``planned`` lacks."""
-        desired = {item.ref.identity for item in planned}
-        try:
-            stored = self.store.load(app)
-        except InventoryError as exc:
-            raise ClusterError(str(exc)) from None
-        found: list[Json] = []
-        for ref in sorted(stored, key=lambda r: r.identity):
-            if ref.identity in desired:
-                continue
-            current = _find_or_none(live, ref)
-            if current is not None and _owner(current) == app:
-                found.append(current)
-        return found
-
-
-class _LiveView:
-    """Live objects as one call sees them: one labelled LIST per kind, then a GET only
-    for objects the LIST did not return (not created yet, or not labelled yet)."""
-
-    def __init__(self, cluster: Cluster, app: str) -> None:
-        self.cluster = cluster
-        self.selector = f"{APP_LABEL}={app}"
-        self._listed: dict[tuple[str, str], dict[tuple[str, str], Json]] = {}
-
-    def resource(self, ref: ObjectRef) -> Resource:
-        return self.cluster.resource(ref.api_version, ref.kind)
-
-    def find(self, ref: ObjectRef) -> Json | None:
-        resource = self.resource(ref)
-        namespace = (ref.namespace or "") if resource.namespaced else ""
-        listed = self._listing(ref, resource)
-        current = listed.get((namespace, ref.name))
-        if current is None:
-            current = self.cluster.get(resource, ref.name, namespace or None)
-        return current
-
-    def remember(self, ref: ObjectRef, obj: Json) -> None:
-        key = (ref.api_version, ref.kind)
-        if key in self._listed:
-            meta = obj.get("metadata") or {}
-            self._listed[key][(meta.get("namespace") or "", ref.name)] = obj
-
-    def _listing(self, ref: ObjectRef, resource: Resource) -> dict[tuple[str, str], Json]:
-        key = (ref.api_version, ref.kind)
-        if key not in self._listed:
-            try:
-                items = self.cluster.list(resource, label_selector=self.selector)
-            except ClusterError as exc:
-                if exc.status != 403:
-                    raise
-                # RBAC limited to some namespaces: read object by object instead.
-                items = []
-            self._listed[key] = {
-                ((o["metadata"].get("namespace") or ""), o["metadata"]["name"]): o for o in items
-            }
-        return self._listed[key]
-
 
 class _Run:
     """The state of one apply call."""
@@ -289,7 +140,7 @@ class _Run:
         self.app = app
         self.force = force_conflicts
         self.heal = heal
-        self.live = _LiveView(applier.cluster, app)
+        self.live = LiveView(applier.cluster, app)
         self.created: list[str] = []
         self.updated: list[str] = []
         self.unchanged: list[str] = []
@@ -342,10 +193,10 @@ class _Run:
                 self.errors.append(f"{label}: a namespaced {ref.kind} must name its namespace")
                 return None
             current = self.live.find(ref)
-            owner = _owner(current) if current else None
-            if owner and owner != self.app:
+            holder = owner(current) if current else None
+            if holder and holder != self.app:
                 self.errors.append(
-                    f"{label}: belongs to Sluice app {owner!r}; not taken over by {self.app!r}"
+                    f"{label}: belongs to Sluice app {holder!r}; not taken over by {self.app!r}"
                 )
                 return None
             if self._unchanged(current, item):
@@ -362,7 +213,7 @@ class _Run:
         return stored
 
     def _unchanged(self, current: Json | None, item: Planned) -> bool:
-        if current is None or _owner(current) != self.app or _hash(current) != item.digest:
+        if current is None or owner(current) != self.app or applied_hash_of(current) != item.digest:
             return False
         return not (self.heal and drift_mod.has_drifted(current, item.body))
 
@@ -431,7 +282,7 @@ class _Run:
             return False
         try:
             current = self.live.find(ref)
-            if current is None or _owner(current) != self.app:
+            if current is None or owner(current) != self.app:
                 return True
             uid = (current.get("metadata") or {}).get("uid")
             if self.cluster.delete(resource, ref.name, ref.namespace, uid=uid):
@@ -445,14 +296,6 @@ class _Run:
 # -- small helpers -----------------------------------------------------------------
 
 
-def _owner(obj: Json) -> str | None:
-    return ((obj.get("metadata") or {}).get("labels") or {}).get(APP_LABEL)
-
-
-def _hash(obj: Json) -> str | None:
-    return ((obj.get("metadata") or {}).get("annotations") or {}).get(drift_mod.HASH_ANNOTATION)
-
-
 def _established(crd: Json) -> bool:
     conditions = (crd.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
@@ -462,54 +305,3 @@ def _prune_order(ref: ObjectRef) -> tuple[int, tuple[str, str, str, str]]:
     rank = kind_rank(ref.api_version, ref.kind)
     order = {NAMESPACE_RANK: 2, CRD_RANK: 1}.get(rank, 0)
     return (order, ref.identity)
-
-
-def _find_or_none(live: _LiveView, ref: ObjectRef) -> Json | None:
-    """The live object; None also when its kind is not served (yet)."""
-    try:
-        return live.find(ref)
-    except ClusterError as exc:
-        if exc.not_found:
-            return None
-        raise
-
-
-def _created_alongside(item: Planned, planned: Sequence[Planned]) -> bool:
-    """Whether ``item``'s namespace or CRD is part of the same change (so a dry run of
-    it alone cannot succeed yet)."""
-    ref = item.ref
-    for other in planned:
-        if other.ref.kind == "Namespace" and other.ref.name == ref.namespace:
-            return True
-        if other.is_crd:
-            spec = other.body.get("spec") or {}
-            kind = (spec.get("names") or {}).get("kind")
-            if kind == ref.kind and spec.get("group") == ref.identity[0]:
-                return True
-    return False
-
-
-def _diff_identity(ref: ObjectRef) -> tuple[str, str, str]:
-    return (ref.kind, ref.namespace or "", ref.name)
-
-
-def _with_note(change: ObjectChange, notes: dict[tuple[str, str, str], str]) -> ObjectChange:
-    note = notes.get((change.kind, change.namespace or "", change.name))
-    if not note:
-        return change
-    return replace(change, diff=f"{change.diff}# server-side dry run failed: {note}\n")
-
-
-def _timed_out(report: HealthReport, timeout_s: float) -> HealthReport:
-    objects = [
-        item
-        if item.status == "Healthy"
-        else replace(
-            item,
-            status="Degraded",
-            message=f"not healthy after {timeout_s:g}s"
-            + (f": {item.message}" if item.message else f" ({item.status})"),
-        )
-        for item in report.objects
-    ]
-    return aggregate(objects, timed_out=True)

@@ -1,4 +1,10 @@
-"""Whether a revision's commits may reach the cluster: the signature chain from the frontier.
+"""The verify decision: which revision each app may run, and whether its commits are signed.
+
+A cycle opens by fetching the repository and checking the ledger tip (signed by a bot
+key, not rewound) and the ``trust_anchor``; gate settings come from ``.sluice.yaml`` at
+the TRACKED BRANCH TIP, never from the revision being judged. Per app, the ledger entry
+must name a revision reachable from the tracked branch (or a preview-deploy the app
+allows), and then the signature chain below must hold.
 
 Under ``signatures.mode: all`` every commit reachable from the revision and from neither
 the operator's ``trust_anchor`` nor a tip of the verified frontier must carry a valid
@@ -16,14 +22,21 @@ not verified commit by commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from bot.gitops import Git, GitError
+from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
+from bot.deploy.ledger import APPS_DIR, LedgerEntry, LedgerError, VerifiedLedger, verify_tip
+from bot.gitops import Git, GitError, Mirrors
+from bot.puller.config import PullerConfig
 from bot.puller.frontier import FrontierStore
 from bot.signatures import SignatureVerifier, TrustedKeys, TrustedKeysError
 from bot.signatures.merges import is_clean_merge, merge_parents
 
 MAX_LISTED_PROBLEMS = 5
+MIRROR_KEY = "gitops"
+LEDGER_STATE_KEY = "ledger_commit"
 
 
 class Refused(Exception):
@@ -33,6 +46,129 @@ class Refused(Exception):
         super().__init__(message)
         self.phase = phase
         self.apps: list[str] = []  # for a refusal of the whole ledger: the apps it holds
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """What every app of one cycle shares."""
+
+    git: Git
+    ledger: VerifiedLedger
+    tracked: str
+    gate: RepoConfig
+
+
+class LedgerGate:
+    """Opens a cycle (fetch, ledger tip, anchor, gate settings) and finds each app's entry."""
+
+    def __init__(
+        self,
+        config: PullerConfig,
+        mirrors: Mirrors,
+        chain: ChainVerifier,
+        *,
+        last_ledger: Callable[[], str | None],
+        owns: Callable[[str], bool],
+    ) -> None:
+        self.config = config
+        self._mirrors = mirrors
+        self._chain = chain
+        self._last_ledger = last_ledger
+        self._owns = owns
+
+    def open_cycle(self) -> Cycle:
+        config = self.config
+        try:
+            git = self._mirrors.fetch(
+                MIRROR_KEY,
+                config.repo_url,
+                [config.tracked_ref, config.ledger_ref],
+                auth=config.git_auth,
+            )
+            tracked = git.resolve(config.tracked_ref)
+        except GitError as exc:
+            raise Refused(f"cannot fetch {config.tracked_branch} and the ledger: {exc}") from None
+        try:
+            bot_keys = TrustedKeys.load(config.bot_keys)
+            ledger = verify_tip(git, bot_keys, config.ledger_branch, not_before=self._last_ledger())
+        except (LedgerError, TrustedKeysError, GitError) as exc:
+            refused = Refused(f"ledger refused: {exc}")
+            # Untrusted, but good enough to say which apps are held and why.
+            refused.apps = self.named_apps(git, config.ledger_ref)
+            raise refused from None
+        try:
+            self._chain.check_anchor(git, tracked, config.tracked_branch)
+        except Refused as exc:
+            exc.apps = self.named_apps(git, ledger.tip)
+            raise
+        gate = repo_config(git, tracked, f"{config.tracked_branch} ({tracked[:12]})")
+        return Cycle(git=git, ledger=ledger, tracked=tracked, gate=gate)
+
+    def named_apps(self, git: Git, ledger: str) -> list[str]:
+        """Owned apps with an entry in the ledger commit ``ledger``."""
+        try:
+            entries = git.tree(ledger, APPS_DIR)
+        except GitError:
+            return []
+        names = []
+        for entry in entries:
+            name = entry.path.removeprefix(f"{APPS_DIR}/").removesuffix(".yaml")
+            if entry.path.endswith(".yaml") and "/" not in name and self._owns(name):
+                names.append(name)
+        return sorted(names)
+
+    def approved(self, cycle: Cycle, name: str) -> tuple[LedgerEntry, str]:
+        """The app's approved entry and the ledger commit that wrote it."""
+        gate_app = cycle.gate.app(name)
+        allow_preview = bool(gate_app and gate_app.sync_before_merge)
+        try:
+            if allow_preview:
+                self._fetch_preview(cycle, name)
+            entry = cycle.ledger.approved_revision(
+                name, self.config.tracked_ref, allow_preview_deploy=allow_preview
+            )
+        except (LedgerError, GitError) as exc:
+            raise Refused(str(exc)) from None
+        path = f"{APPS_DIR}/{name}.yaml"
+        writer = cycle.git.run("log", "-1", "--format=%H", cycle.ledger.tip, "--", path)
+        return entry, writer.decode().strip()
+
+    def _fetch_preview(self, cycle: Cycle, name: str) -> None:
+        """A preview-deploy names an open pull request's head, which the tracked branch
+        and the ledger do not bring along: fetch it by SHA, else by the forge's PR ref."""
+        entry = cycle.ledger.entry(name)
+        if entry is None or entry.action != "preview-deploy":
+            return
+        if _is_commit(cycle.git, entry.revision):
+            return
+        wants = [[entry.revision]]
+        if entry.pr is not None:
+            wants += [[f"refs/pull/{entry.pr}/head"], [f"refs/merge-requests/{entry.pr}/head"]]
+        problem: GitError | None = None
+        for want in wants:
+            try:
+                self._mirrors.fetch(MIRROR_KEY, self.config.repo_url, want,
+                                    auth=self.config.git_auth)  # fmt: skip
+            except GitError as exc:
+                problem = problem or exc
+                continue
+            if _is_commit(cycle.git, entry.revision):
+                return
+        raise LedgerError(
+            f"app {name!r}: preview-deploy revision {entry.revision[:12]} could not be fetched"
+            + (f" ({problem})" if problem else "")
+        )
+
+
+def repo_config(git: Git, sha: str, where: str, *, phase: str = "Held") -> RepoConfig:
+    """``.sluice.yaml`` at ``sha``; a missing or bad file refuses with ``phase``."""
+    raw = git.read_file(sha, REPO_CONFIG_FILE)
+    if raw is None:
+        raise Refused(f"{REPO_CONFIG_FILE} not found at {where}", phase)
+    try:
+        return parse_repo_config(raw, f"{REPO_CONFIG_FILE} at {where}")
+    except ConfigError as exc:
+        raise Refused(str(exc), phase) from None
 
 
 class ChainVerifier:
