@@ -1,4 +1,4 @@
-"""Error types that job code raises and the worker pool understands, shared by server and deploy."""
+"""Error types shared across the applications: a job's retryable failure, a ledger failure."""
 
 from __future__ import annotations
 
@@ -9,3 +9,7 @@ class RetryableError(Exception):
     def __init__(self, message: str, *, delay_s: float | None = None):
         super().__init__(message)
         self.delay_s = delay_s
+
+
+class LedgerError(RuntimeError):
+    """The ledger is missing, malformed, untrusted or could not be written."""

@@ -45,9 +45,9 @@ from bot.cachesize import (
 )
 from bot.commands.spec import COMMANDS
 from bot.config.repo import POLICY_ENGINES, ConfigError, load_yaml_text
+from bot.config.signing import DEFAULT_LEDGER_BRANCH, SigningConfig
 from bot.config.storage import StorageSettings
-from bot.deploy.ledger import DEFAULT_BRANCH as DEFAULT_LEDGER_BRANCH
-from bot.deploy.ledger import LedgerError, SigningConfig
+from bot.errors import LedgerError
 from bot.forge.base import Permission
 
 if TYPE_CHECKING:

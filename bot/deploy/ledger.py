@@ -41,16 +41,31 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from bot.config.signing import DEFAULT_LEDGER_BRANCH as DEFAULT_BRANCH
+from bot.config.signing import SigningConfig
+from bot.errors import LedgerError
 from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
 from bot.models import CommitCheck
 from bot.signatures import SignatureVerifier, TrustedKeys
 
-DEFAULT_BRANCH = "sluice/ledger"
+__all__ = [
+    "ACTIONS",
+    "APPS_DIR",
+    "DEFAULT_BRANCH",
+    "Action",
+    "BotSigner",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerError",
+    "SigningConfig",
+    "VerifiedLedger",
+    "utc_now",
+    "verify_tip",
+]
+
 APPS_DIR = "apps"
 Action = Literal["deploy", "rollback", "preview-deploy"]
 ACTIONS: tuple[str, ...] = get_args(Action)
-SigningMethod = Literal["gpg", "ssh"]
-SIGNING_METHODS: tuple[str, ...] = get_args(SigningMethod)
 
 # App names in .sluice.yaml (safe as a file name), or discovered ones: "argocd:<name>" and
 # "flux:<namespace>/<name>" (bot.render.discovery), whose one "/" nests the entry a level.
@@ -59,7 +74,6 @@ _APP_NAME = re.compile(
     r"[a-z0-9](?:[a-z0-9._-]{0,251}[a-z0-9])?$"
 )
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_FINGERPRINT = re.compile(r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _FIELDS = (
     "app", "revision", "previous", "action", "pr", "pr_url", "approved_by", "gates", "at", "actor",
@@ -68,10 +82,6 @@ _MAX_ENTRY_BYTES = 64 * 1024
 _CAS_ATTEMPTS = 10
 _PUSH_ATTEMPTS = 5
 _REMOTE_REF = "refs/sluice/remote-ledger"
-
-
-class LedgerError(RuntimeError):
-    """The ledger is missing, malformed, untrusted or could not be written."""
 
 
 def utc_now() -> str:
@@ -201,55 +211,6 @@ def _check_utc_time(value: Any, where: str) -> None:
 
 
 # --- signing
-
-
-@dataclass(frozen=True)
-class SigningConfig:
-    """How the bot signs ledger commits.
-
-    ``gpg``: ``key`` is the OpenPGP key fingerprint in ``gnupg_home`` (the secret
-    key must be there and unprotected, or an agent must hold its passphrase).
-    ``ssh``: ``key`` is the path to an SSH private key file.
-    """
-
-    method: SigningMethod
-    key: str = field(repr=False)
-    gnupg_home: Path | None = None
-    name: str = "Sluice"
-    email: str = "sluice@localhost"
-
-    def __post_init__(self) -> None:
-        if self.method not in SIGNING_METHODS:
-            raise LedgerError(
-                f"signing method {self.method!r} is not one of {', '.join(SIGNING_METHODS)}"
-            )
-        if self.method == "gpg":
-            if not _FINGERPRINT.match(self.key.upper().replace(" ", "")):
-                raise LedgerError("gpg signing key: must be a full key fingerprint")
-            if self.gnupg_home is None:
-                raise LedgerError("gpg signing needs gnupg_home (the bot's GNUPGHOME)")
-        elif not self.key:
-            raise LedgerError("ssh signing key: path to the private key file is empty")
-        if not self.name.strip() or "<" in self.name or "@" not in self.email:
-            raise LedgerError("ledger committer identity: needs a name and an e-mail address")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> SigningConfig | None:
-        """``SLUICE_SIGNING_METHOD`` / ``_KEY`` / ``SLUICE_GNUPGHOME``; None when unset."""
-        method = environ.get("SLUICE_SIGNING_METHOD", "").strip()
-        if not method:
-            return None
-        key = environ.get("SLUICE_SIGNING_KEY", "").strip()
-        if not key:
-            raise LedgerError("SLUICE_SIGNING_METHOD is set but SLUICE_SIGNING_KEY is not")
-        home = environ.get("SLUICE_GNUPGHOME") or environ.get("GNUPGHOME")
-        return cls(
-            method=method,  # type: ignore[arg-type]
-            key=key,
-            gnupg_home=Path(home) if home else None,
-            name=environ.get("SLUICE_SIGNING_NAME", "Sluice"),
-            email=environ.get("SLUICE_SIGNING_EMAIL", "sluice@localhost"),
-        )
 
 
 class BotSigner:

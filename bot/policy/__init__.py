@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bot.policy.engine import BACKENDS, PolicyEngine, make_engine, policy_sources
+from bot.policy.engine import BACKENDS, PolicyEngine, policy_sources
+from bot.policy.factory import make_engine
 from bot.policy.testing import PolicyTestResult, PolicyTestSummary, run_policy_tests
 
 __all__ = [
