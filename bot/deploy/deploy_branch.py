@@ -18,6 +18,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 
+from bot.forge.base import StatusState
 from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
 
 _LOCAL_REF = "refs/sluice/deploy-branch/{branch}"
@@ -145,19 +146,20 @@ def branch_for(git: Git, url: str, auth: tuple[str, str] | None, settings) -> De
     return DeployBranch(git, url, auth, settings.deploy_branch, settings.tracked_branch)
 
 
-def advance(branch: DeployBranch | None, merge: str, held: list[str]) -> str | None:
-    """Fast-forward to an approved merge; the line for the deploy comment (None: off)."""
+def advance(branch: DeployBranch | None, merge: str, pinned: list[str]) -> tuple[bool, str | None]:
+    """Fast-forward to an approved merge: (at the merge now, the line for the deploy comment)."""
     if branch is None:
-        return None
-    if held:
-        shown = ", ".join(f"`{app}`" for app in held)
-        return f"Deploy branch `{branch.branch}` not moved: {shown} held by a pin."
+        return False, None
+    if pinned:
+        shown = ", ".join(f"`{app}`" for app in pinned)
+        return False, (f"Deploy branch `{branch.branch}` not moved: {shown} pinned by a rollback "
+                       "until its revert merges.")  # fmt: skip
     try:
         move = branch.plan_advance(merge)
         branch.apply(move)
     except DeployBranchError as exc:
-        return f"Deploy branch `{branch.branch}` not moved: {exc}."
-    return f"Deploy branch {move.describe()}."
+        return False, f"Deploy branch `{branch.branch}` not moved: {exc}."
+    return True, f"Deploy branch {move.describe()}."
 
 
 def plan_rollback(
@@ -184,3 +186,27 @@ def apply_rollback(branch: DeployBranch | None, move: BranchMove | None) -> str 
     except DeployBranchError as exc:
         return f"Deploy branch `{branch.branch}` not moved: {exc}."
     return f"Deploy branch {move.describe()}."
+
+
+def engine_apps(apps: list[str]) -> list[str]:
+    """Apps discovered from Argo CD / Flux manifests: their engine deploys them, not the puller."""
+    return [app for app in apps if app.startswith(("argocd:", "flux:"))]
+
+
+def engine_handoff(
+    branch: DeployBranch | None, moved: bool, ledger_commit: str
+) -> tuple[StatusState, str]:
+    """The ``sluice/deploy/<app>`` status (state, text) of an app Argo CD or Flux deploys."""
+    approved = f"approved in ledger {ledger_commit[:12]}"
+    if branch is None:
+        return "failure", f"{approved}, but deploy_branch is off: nothing deploys it"
+    if not moved:
+        return "failure", f"{approved}, but {branch.branch} was not moved (see the PR)"
+    return "success", f"{approved}; its engine deploys {branch.branch}"
+
+
+def engine_comment(merge: str, ledger_commit: str, apps: list[str], notes: list[str]) -> str:
+    shown = ", ".join(f"`{app}`" for app in apps)
+    lines = [f"### 🚀 Sluice deploy of `{merge[:12]}`", "",
+             f"Approved {shown} in ledger commit `{ledger_commit[:12]}`."]  # fmt: skip
+    return "\n".join([*lines, *(f"- {note}" for note in notes)])

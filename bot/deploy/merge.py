@@ -21,7 +21,13 @@ from dataclasses import dataclass
 
 from bot.config.server import RepoSettings
 from bot.deploy.comments import held_comment
-from bot.deploy.deploy_branch import advance, branch_for
+from bot.deploy.deploy_branch import (
+    advance,
+    branch_for,
+    engine_apps,
+    engine_comment,
+    engine_handoff,
+)
 from bot.deploy.desk import DeployDesk
 from bot.deploy.follow import PullerFollower
 from bot.deploy.gates import GateResult, Gates, gate_config
@@ -94,14 +100,13 @@ class MergePromotion:
         key = repo_key(pr.repo.forge, pr.repo.full_name)
         writer = LedgerWriter(desk)
         ledger = writer.open(forge, git, pr.repo, settings)
-        deploy, done, notes, held = [], [], [], []
+        deploy, done, notes = [], [], []
         for app in gates.apps:
             pin = desk.pins.get(key, app)
             current = ledger.read(app)
             if pin is not None:
                 desk.status(forge, pr.repo, merge, app, "failure", pin.reason())
                 notes.append(f"`{app}` is {pin.reason()}: this merge is not deployed.")
-                held.append(app)
             elif current is not None and current.revision == merge:
                 done.append(app)  # recorded by an earlier run of this job
             elif current is not None and git.is_ancestor(merge, current.revision):
@@ -133,12 +138,24 @@ class MergePromotion:
         ledger_commit = writer.writer(ledger, apps[0])
         # After the ledger commit (the audit record): Argo CD / Flux see only approved states.
         branch = branch_for(git, pr.repo.clone_url, forge.clone_auth(pr.repo), settings)
-        moved = advance(branch, merge, held)
-        if moved:
-            notes.append(moved)
+        # While a rollback pins any app, moving the repo-wide branch would hand the
+        # rolled-back change to the engine again: it waits for the revert to merge.
+        moved, note = advance(branch, merge, sorted(p.app for p in desk.pins.pins(key)))
+        if note:
+            notes.append(note)
         if unpinned:
             notes.append(f"Unpinned {', '.join(f'`{a}`' for a in unpinned)}: this was the revert.")
-        PullerFollower(desk).follow(forge, pr, ledger_commit, apps, status_sha=merge, notes=notes)
+        handed = engine_apps(apps)  # Argo CD / Flux apps: their engine deploys deploy_branch
+        state, why = engine_handoff(branch, moved, ledger_commit)
+        for app in handed:
+            desk.status(forge, pr.repo, merge, app, state, why)
+        pulled = [app for app in apps if app not in handed]
+        if pulled:
+            PullerFollower(desk).follow(
+                forge, pr, ledger_commit, pulled, status_sha=merge, notes=notes
+            )
+        else:
+            forge.create_comment(pr, engine_comment(merge, ledger_commit, handed, notes))
         self._requeue_stale(forge, pr, settings, git, apps)
 
     def _requeue_stale(

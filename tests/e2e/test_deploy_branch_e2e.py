@@ -11,9 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from tests import gpgkit
-from tests.deploykit import DeployStack, deploy_stack, dump, web_files
+from tests.deploykit import (
+    REPO,
+    DeployStack,
+    configmap,
+    deploy_stack,
+    dump,
+    sluice_yaml,
+    web_files,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -73,7 +82,7 @@ def test_a_merge_that_fails_a_gate_never_moves_it(stack: DeployStack) -> None:
 
 
 def test_rollback_moves_it_back_with_a_recorded_force_with_lease_push(stack: DeployStack) -> None:
-    pull = next(p for p in stack.gh.pulls("acme/gitops") if p.number == 2)
+    pull = next(p for p in stack.gh.pulls(REPO) if p.number == 2)
     stack.say(pull, "/rollback")
     reply = stack.wait_comment(2, "@dana\n\n`/rollback`")
     assert f"`web` → `{MERGES[1][:12]}`" in reply, reply
@@ -90,16 +99,60 @@ def test_rollback_moves_it_back_with_a_recorded_force_with_lease_push(stack: Dep
     stack.wait_comment(2, f"moved from `{MERGES[2][:12]}` to `{MERGES[1][:12]}` (force-with-lease)")
 
 
-def test_a_branch_someone_else_moved_is_left_alone_and_said_so(stack: DeployStack) -> None:
-    # Someone pushes a commit that is not on main to the deploy branch.
-    rogue = stack.gitops.branch("rogue", {"apps/web/rogue.yaml": "x: 1\n"})
-    gpgkit.git(stack.gitops.bare, "update-ref", f"refs/heads/{BRANCH}", rogue)
-    # The revert of #2 (opened by the rollback) merges: gates pass, the branch is not moved.
-    revert = next(p for p in stack.gh.pulls("acme/gitops") if p.head_ref == "sluice/revert-2")
+def shop_app(url: str) -> str:
+    return dump(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": "shop", "namespace": "argocd"},
+            "spec": {
+                "source": {"repoURL": url, "path": "apps/shop", "targetRevision": BRANCH},
+                "destination": {"namespace": "shop"},
+            },
+        }
+    )
+
+
+def shop_config(version: str) -> str:
+    return dump(configmap("shop-config", {"version": version}))
+
+
+def test_a_pin_holds_the_branch_and_an_argo_app_is_handed_to_its_engine(stack: DeployStack):
+    """An Argo CD app found by discovery is gated, recorded and left to Argo CD, while the
+    rollback's pin keeps the branch (and so the rolled-back change) where it is."""
+    url = str(stack.gitops.bare)
+    config = yaml.safe_load(sluice_yaml())
+    config["discover"] = {"repo_urls": [url], "argocd": {"paths": ["argocd/**"]}}
+    changes = {
+        ".sluice.yaml": dump(config),
+        "argocd/shop.yaml": shop_app(url),
+        "apps/shop/configmap.yaml": shop_config("1"),
+    }
+    _, MERGES[6] = stack.ship("shop", changes, 6)
+    report = stack.wait_comment(6, "Sluice deploy of", "argocd:shop")
+    assert f"Deploy branch `{BRANCH}` not moved: `web` pinned by a rollback" in report
+    assert approved(stack) == MERGES[1]
+    assert stack.gitops.entry("argocd:shop").revision == MERGES[6]
+    status = stack.wait_status(MERGES[6], "sluice/deploy/argocd:shop", "failure")
+    assert f"{BRANCH} was not moved" in status.description
+
+    # The revert of #2 merges: the pin goes, the branch fast-forwards past the shop merge.
+    revert = next(p for p in stack.gh.pulls(REPO) if p.head_ref == "sluice/revert-2")
     stack.approve(revert)
-    merge = stack.merge(revert)
+    MERGES[revert.number] = stack.merge(revert)
     report = stack.wait_comment(revert.number, "Sluice deploy of")
+    assert f"to `{MERGES[revert.number][:12]}` (fast-forward)" in report
+    assert approved(stack) == MERGES[revert.number]
+    stack.wait_status(MERGES[revert.number], DEPLOY_WEB, "success")  # the puller still deploys
+
+
+def test_a_branch_someone_else_moved_is_left_alone_and_said_so(stack: DeployStack) -> None:
+    rogue = stack.gitops.branch("rogue", {"apps/shop/rogue.yaml": "x: 1\n"})
+    gpgkit.git(stack.gitops.bare, "update-ref", f"refs/heads/{BRANCH}", rogue)
+    _, merge = stack.ship("shop-v2", {"apps/shop/configmap.yaml": shop_config("2")}, 9)
+    report = stack.wait_comment(9, "Sluice deploy of")
+    assert "Approved `argocd:shop` in ledger commit" in report
     assert f"Deploy branch `{BRANCH}` not moved: {BRANCH} is at {rogue[:12]}" in report
     assert "someone else moved it" in report
     assert approved(stack) == rogue
-    stack.wait_status(merge, DEPLOY_WEB, "success")  # the puller still deploys
+    stack.wait_status(merge, "sluice/deploy/argocd:shop", "failure")
