@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -43,6 +44,8 @@ _MODES = {
     "netns": _CLONE_NEWNET,
     "userns+netns": _CLONE_NEWUSER | _CLONE_NEWNET,
 }
+_UNSHARE_ARGS = {"netns": ("--net",), "userns+netns": ("--user", "--net")}
+_SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 PROXY_ONLY = "proxy-only"
 WALL_CLOCK = "killed at the wall-clock deadline"
 
@@ -98,6 +101,8 @@ class Sandbox:
         self._isolation = isolation
         self._cpu_used_s = 0.0
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._prlimit = shutil.which("prlimit", path=_SYSTEM_PATH)
+        self._unshare = shutil.which("unshare", path=_SYSTEM_PATH)
 
     @property
     def cpu_used_s(self) -> float:
@@ -126,42 +131,88 @@ class Sandbox:
             return self._isolation
 
     def _probe(self) -> str:
+        true = shutil.which("true", path=_SYSTEM_PATH) or "true"
         for mode in _MODES:
+            quiet = subprocess.DEVNULL
             try:
-                subprocess.run(
-                    ["/bin/true"] if os.path.exists("/bin/true") else ["true"],
-                    preexec_fn=self._preexec(None, mode),
-                    check=True,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    timeout=10,
-                )
+                child = self._spawn([true], None, mode, {}, "/", quiet, quiet, quiet)
+                if child.wait(10) == 0:
+                    return mode
             except (subprocess.SubprocessError, OSError):
                 continue
-            return mode
         return PROXY_ONLY
 
-    def _preexec(self, limits: ChildLimits | None, mode: str) -> Callable[[], None]:
-        flags = _MODES.get(mode, 0)
+    def _rlimits(self, limits: ChildLimits | None) -> list[tuple[str, int, int, int]]:
+        """(prlimit option, resource, soft, hard) for ``limits``."""
+        if limits is None:
+            return []
+        data = limits.memory_bytes
+        out = [
+            ("data", resource.RLIMIT_DATA, data, data),
+            (
+                "as",
+                resource.RLIMIT_AS,
+                data + ADDRESS_SPACE_HEADROOM,
+                data + ADDRESS_SPACE_HEADROOM,
+            ),
+            (
+                "fsize",
+                resource.RLIMIT_FSIZE,
+                limits.max_output_bytes + 1,
+                limits.max_output_bytes + 1,
+            ),
+            ("core", resource.RLIMIT_CORE, 0, 0),
+        ]
+        if limits.cpu_s is not None:
+            soft = max(1, math.ceil(limits.cpu_s))
+            # SIGXCPU at the soft limit (Go ignores it), SIGKILL a second later.
+            out.append(("cpu", resource.RLIMIT_CPU, soft, soft + 1))
+        return out
+
+    def _spawn(
+        self,
+        command: Sequence[str],
+        limits: ChildLimits | None,
+        mode: str,
+        env: Mapping[str, str],
+        cwd: str | os.PathLike[str],
+        stdin: int | None,
+        stdout: int | None,
+        stderr: int | None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``command`` under ``limits`` in network ``mode``, in its own session.
+
+        With util-linux's ``prlimit`` and ``unshare`` the limits and namespaces are
+        applied by a short exec chain, so Python can start the child with vfork; without
+        them, between fork and exec (slower: the whole parent is forked).
+        """
+        rlimits = self._rlimits(limits)
+        preexec: Callable[[], None] | None = None
+        if self._prlimit and (mode == PROXY_ONLY or self._unshare):
+            prefix = [self._prlimit, *(f"--{o}={s}:{h}" for o, _, s, h in rlimits), "--"]
+            if mode != PROXY_ONLY:
+                prefix += [self._unshare, *_UNSHARE_ARGS[mode], "--"]
+            command = [*prefix, *command] if rlimits or mode != PROXY_ONLY else list(command)
+        else:
+            preexec = self._preexec(rlimits, _MODES.get(mode, 0))
+        return subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=dict(env),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            preexec_fn=preexec,
+            close_fds=True,
+        )
+
+    def _preexec(self, rlimits: list[tuple[str, int, int, int]], flags: int) -> Callable[[], None]:
         unshare = self._libc.unshare
-        rlimits: list[tuple[int, tuple[int, int]]] = []
-        if limits is not None:
-            data = limits.memory_bytes
-            rlimits += [
-                (resource.RLIMIT_DATA, (data, data)),
-                (resource.RLIMIT_AS, (data + ADDRESS_SPACE_HEADROOM,) * 2),
-                (resource.RLIMIT_FSIZE, (limits.max_output_bytes + 1,) * 2),
-                (resource.RLIMIT_CORE, (0, 0)),
-            ]
-            if limits.cpu_s is not None:
-                soft = max(1, math.ceil(limits.cpu_s))
-                # SIGXCPU at the soft limit (Go ignores it), SIGKILL a second later.
-                rlimits.append((resource.RLIMIT_CPU, (soft, soft + 1)))
 
         def preexec() -> None:
-            for which, value in rlimits:
-                resource.setrlimit(which, value)
+            for _, which, soft, hard in rlimits:
+                resource.setrlimit(which, (soft, hard))
             if flags and unshare(flags) != 0:
                 raise OSError(ctypes.get_errno(), "unshare failed")
 
@@ -179,17 +230,7 @@ class Sandbox:
         stderr: int | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start ``command`` confined, in a new session (its own process group)."""
-        return subprocess.Popen(
-            list(command),
-            cwd=cwd,
-            env=dict(env),
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-            preexec_fn=self._preexec(limits, self.isolation),
-            close_fds=True,
-        )
+        return self._spawn(command, limits, self.isolation, env, cwd, stdin, stdout, stderr)
 
     def run(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import http.server
+import json
 import os
 import random
 import re
@@ -25,9 +26,11 @@ from bot.config import ConfigError, parse_repo_config
 from bot.diff import diff_objects
 from bot.diff.objects import to_yaml
 from bot.models import App
+from bot.preview import PreviewOptions, run_preview
 from bot.render import RenderEngine, RenderLimits, affected_apps, render_apps
 from bot.render.globs import Glob
 from bot.render.kustomize import find_kubectl, run_kustomize
+from bot.render.limits import PreviewBudget
 from bot.render.sandbox import PROXY_ONLY, Sandbox
 from bot.render.tree import ExportTree
 
@@ -322,7 +325,9 @@ def test_nested_globstar_against_a_long_path_returns_at_once() -> None:
     apps = [App(name="w", path="elsewhere", watch=(pattern,))]
     started = time.monotonic()
     assert affected_apps(apps, [path], None, None) == set()
-    assert affected_apps(apps, [path[:-1] + "b"], None, None) == {"w"}
+    matching = "/".join(["a" * 29] * 7) + "/aaaaaaaab"
+    assert affected_apps(apps, [matching], None, None) == {"w"}
+    assert _reference_regex(pattern).fullmatch(matching)
     assert not Glob(pattern).match_or_parent(path)
     assert not Glob(pattern).fullmatch(path + "c")
     assert time.monotonic() - started < 0.5
@@ -426,3 +431,122 @@ def test_deep_yaml_json_and_renderer_output_fail_alone(tmp_path: Path) -> None:
         assert error is not None and "nested" in error, (name, error)
     assert "levels deep (max_yaml_depth)" in errors["plain"]
     assert errors["json"] == "json/deep/cm.json: JSON is nested too deeply"
+
+
+# -- the preview's budget, end to end -------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
+
+
+def _repo_with_apps(root: Path, apps: dict[str, str], head_files: dict[str, str]) -> Path:
+    """A repo whose base has ``apps`` (name → kustomize dir) and whose head adds
+    ``head_files``."""
+    repo = root / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    config = "apps:\n" + "".join(f"- {{name: {n}, path: {p}}}\n" for n, p in apps.items())
+    write(repo, ".sluice.yaml", config)
+    for name, path in apps.items():
+        write(repo, f"{path}/kustomization.yaml", "resources: [cm.yaml]\n")
+        write(repo, f"{path}/cm.yaml", CM.format(name=name, value="base"))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "base")
+    _git(repo, "checkout", "-q", "-b", "head")
+    for rel, text in head_files.items():
+        write(repo, rel, text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "head")
+    return repo
+
+
+def test_preview_over_its_app_budget_fails_closed_and_names_the_rest(tmp_path: Path) -> None:
+    apps = {f"app{i}": f"apps/app{i}" for i in range(5)}
+    changed = {f"apps/app{i}/cm.yaml": CM.format(name=f"app{i}", value="head") for i in range(5)}
+    repo = _repo_with_apps(tmp_path, apps, changed)
+    options = PreviewOptions(cache_dir=tmp_path / "cache", budget=PreviewBudget(max_apps=3))
+    report = run_preview(repo, "main", "head", options)
+    statuses = {a.name: a.status for a in report.apps}
+    assert statuses == {
+        "app0": "changed",
+        "app1": "changed",
+        "app2": "changed",
+        "app3": "error",
+        "app4": "error",
+    }
+    assert report.errors == ["preview budget exceeded; not rendered: app3, app4"]
+    assert report.verdict in ("error", "fail")
+
+
+def test_preview_over_its_render_cpu_budget_names_the_apps_not_rendered(tmp_path: Path) -> None:
+    apps = {f"app{i}": f"apps/app{i}" for i in range(4)}
+    changed = {f"apps/app{i}/cm.yaml": CM.format(name=f"app{i}", value="head") for i in range(4)}
+    repo = _repo_with_apps(tmp_path, apps, changed)
+    options = PreviewOptions(
+        cache_dir=tmp_path / "cache", workers=1, budget=PreviewBudget(max_render_cpu_s=0.001)
+    )
+    report = run_preview(repo, "main", "head", options)
+    refused = sorted(a.name for a in report.apps if a.status == "error")
+    # The first render spends the budget; nothing after it runs.
+    assert refused == ["app1", "app2", "app3"] or refused == ["app0", "app1", "app2", "app3"]
+    assert report.errors == [f"preview budget exceeded; not rendered: {', '.join(refused)}"]
+    error = next(a.error for a in report.apps if a.name == "app3")
+    assert "render CPU seconds are used up (SLUICE_PREVIEW_RENDER_CPU_S)" in error
+
+
+def test_budget_and_limits_come_from_the_server_environment_only() -> None:
+    env = {"SLUICE_PREVIEW_MAX_APPS": "7", "SLUICE_RENDER_MEMORY_MIB": "300"}
+    assert PreviewBudget.from_env(env).max_apps == 7
+    assert RenderLimits.from_env(env).max_memory_bytes == 300 * 1024 * 1024
+    with pytest.raises(ConfigError, match="SLUICE_PREVIEW_RENDER_CPU_S: must be a positive"):
+        PreviewBudget.from_env({"SLUICE_PREVIEW_RENDER_CPU_S": "lots"})
+    # A head .sluice.yaml has no key for them: it cannot raise them.
+    with pytest.raises(ConfigError):
+        parse_repo_config(b"apps: []\nlimits: {max_apps: 100000}\n", ".sluice.yaml")
+
+
+def test_cli_preview_with_an_endless_helm_loop_exits_with_that_apps_error(tmp_path: Path) -> None:
+    repo = _repo_with_apps(tmp_path, {"ok": "apps/ok"}, {})
+    _loop_chart(repo, "loop")
+    config = (repo / ".sluice.yaml").read_text() + "- {name: loop, path: charts/loop}\n"
+    write(repo, ".sluice.yaml", config)
+    write(repo, "apps/ok/cm.yaml", CM.format(name="ok", value="changed"))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "loop")
+    env = {**os.environ, "SLUICE_RENDER_TIMEOUT_S": "2", "SLUICE_CACHE_DIR": str(tmp_path / "c")}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "preview",
+            "--repo",
+            str(repo),
+            "--base",
+            "main",
+            "--head",
+            "head",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert time.monotonic() - started < 20
+    assert proc.returncode == 1, proc.stderr
+    apps = {a["name"]: a for a in json.loads(proc.stdout)["apps"]}
+    assert apps["loop"]["error"] == "charts/loop: render timed out after 2s"
+    assert apps["ok"]["status"] == "changed"
