@@ -3,11 +3,17 @@
 
 Builds a repo of 200 apps × 50 objects (half Kustomize, half plain YAML), then
 prints: a 1-app PR preview (cold and with the base already cached), an ``--all``
-preview, policy time per object, signature checks over a 1,000-commit range
-(cold and cached) and peak RSS. Targets (2-core machine): 1-app PR ≤ 1 s,
---all ≤ 10 s, ≤ 0.2 ms per object, 1,000 commits ≤ 3 s cold, RSS ≤ 300 MB.
+preview, the all-changed PR (every app's inputs change: a common image bump)
+against the bare shell pipeline (bench/baseline.sh: ``git archive`` + ``kubectl
+kustomize``/``cat`` per app + ``diff -ru``) timed alternately in the same run, with
+medians and ratios (wall and CPU), where Sluice's CPU time goes, policy time per
+object, signature checks over a 1,000-commit range (cold and cached) and peak RSS.
 
-Usage: python bench/preview.py [--apps 200] [--objects 50] [--commits 1000]
+Targets (2-core machine): all-changed cold ≤ 0.5× the bare pipeline's wall time and
+≤ 0.7× its CPU, base cached ≤ 0.3×, 1-app PR cold ≤ 0.6 s, RSS ≤ 300 MB.
+
+Usage: python bench/preview.py [--apps 200] [--objects 50] [--commits 1000] [--runs 3]
+       [--only compare]
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ import time
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import bench_compare
 
 from bot.gitops import Git
 from bot.policy import make_engine
@@ -112,9 +123,15 @@ def build_repo(repo: Path, apps: int, objects: int) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "bench: 200 apps")
     git(repo, "checkout", "-q", "-b", "pr")
-    target = repo / "apps/app42/objects.yaml"
+    target = repo / f"apps/app{min(42, apps - 1)}/objects.yaml"
     target.write_text(target.read_text().replace("replicas: 2", "replicas: 3", 1))
     git(repo, "commit", "-q", "-am", "bench: scale one app")
+    # The PR where a preview matters most: every app's inputs change (a common image bump).
+    git(repo, "checkout", "-q", "-b", "bump", "main")
+    for app in range(apps):
+        target = repo / f"apps/app{app}/objects.yaml"
+        target.write_text(target.read_text().replace(":1.", ":2."))
+    git(repo, "commit", "-q", "-am", "bench: bump every image")
     git(repo, "checkout", "-q", "main")
 
 
@@ -132,7 +149,7 @@ def bench_preview(repo: Path, workdir: Path) -> None:
         return run_preview(repo, "main", "pr", options)
 
     report, _ = timed("1-app PR preview, cold cache", lambda: preview("c1"))
-    assert [a.name for a in report.apps] == ["app42"], [a.name for a in report.apps]
+    assert len(report.apps) == 1, [a.name for a in report.apps]
     timed("1-app PR preview, base cached (warm)", lambda: preview("c1"))
     report, _ = timed("--all preview, cold cache", lambda: preview("c2", all_apps=True))
     print(f"  apps rendered: {len(report.apps)}, verdict {report.verdict}")
@@ -221,6 +238,10 @@ def main() -> int:
     parser.add_argument("--apps", type=int, default=200)
     parser.add_argument("--objects", type=int, default=50)
     parser.add_argument("--commits", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3, help="alternating runs per side")
+    parser.add_argument(
+        "--only", choices=("compare",), help="only the all-changed comparison and 1-app PR"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         workdir = Path(tmp)
@@ -229,9 +250,12 @@ def main() -> int:
             f"build repo ({args.apps} apps x {args.objects} objects)",
             lambda: build_repo(repo, args.apps, args.objects),
         )
-        bench_preview(repo, workdir)
-        bench_policy(repo, args.apps, args.objects)
-        bench_signatures(workdir, args.commits)
+        if args.only is None:
+            bench_preview(repo, workdir)
+        bench_compare(repo, workdir, args.runs)
+        if args.only is None:
+            bench_policy(repo, args.apps, args.objects)
+            bench_signatures(workdir, args.commits)
     own, children = peak_rss_mb()
     print(f"peak RSS: sluice process {own:.0f} MB, largest child process {children:.0f} MB")
     return 0
