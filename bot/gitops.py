@@ -7,10 +7,12 @@ working tree, so what Sluice renders is exactly what was committed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +177,9 @@ def export_tree(git: Git, sha: str, dest: Path, *, like: tuple[str, Path] | None
         else:
             tmp.mkdir()
             entries = git.tree(sha)
-        with _BlobStream(git) as blobs:
+        # Submodules are left out: their content is not in this repository.
+        entries = [e for e in entries if e.kind == "blob" and e.mode != "160000"]
+        with _BlobStream(git, [e.oid for e in entries]) as blobs:
             for entry in entries:
                 _write_entry(tmp, entry, blobs)
         size = _tree_bytes(tmp)
@@ -186,11 +190,12 @@ def export_tree(git: Git, sha: str, dest: Path, *, like: tuple[str, Path] | None
 
 
 class _BlobStream:
-    """One ``git cat-file --batch``; each blob is copied out in chunks, never held whole."""
+    """One ``git cat-file --batch`` fed ``oids`` up front by a thread (no round trip per
+    blob); the blobs are then read in that order, each in chunks, never held whole."""
 
     CHUNK = 1 << 20
 
-    def __init__(self, git: Git) -> None:
+    def __init__(self, git: Git, oids: list[str]) -> None:
         self._proc = subprocess.Popen(
             ["git", "-C", str(git.path), "cat-file", "--batch"],
             stdin=subprocess.PIPE,
@@ -198,27 +203,37 @@ class _BlobStream:
             stderr=subprocess.DEVNULL,
             env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"},
         )
+        self._feeder = threading.Thread(
+            target=self._feed, args=("".join(f"{o}\n" for o in oids).encode(),), daemon=True
+        )
+        self._feeder.start()
+
+    def _feed(self, requests: bytes) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        with contextlib.suppress(BrokenPipeError, ValueError):  # the reader gave up first
+            stdin.write(requests)
+            stdin.close()
 
     def __enter__(self) -> _BlobStream:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.close()
+        assert self._proc.stdout is not None
         self._proc.stdout.close()
         try:
             self._proc.wait(timeout=GIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        self._feeder.join()
 
     def copy(self, oid: str, write: Callable[[bytes], object]) -> None:
-        stdin, stdout = self._proc.stdin, self._proc.stdout
-        assert stdin is not None and stdout is not None
-        stdin.write(f"{oid}\n".encode())
-        stdin.flush()
+        """The next blob, which must be ``oid``, passed to ``write`` chunk by chunk."""
+        stdout = self._proc.stdout
+        assert stdout is not None
         header = stdout.readline().split()
-        if len(header) != 3 or header[1] != b"blob":
+        if len(header) != 3 or header[0].decode() != oid or header[1] != b"blob":
             raise GitError(f"blob {oid} is missing from the repository")
         remaining = int(header[2])
         while remaining:
@@ -282,8 +297,6 @@ def _remove(root: Path, path: str) -> None:
 
 
 def _write_entry(root: Path, entry: TreeEntry, blobs: _BlobStream) -> None:
-    if entry.mode == "160000" or entry.kind != "blob":
-        return  # a submodule: its content is not in this repository
     target = _contained(root, entry.path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_dir() and not target.is_symlink():

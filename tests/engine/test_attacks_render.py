@@ -504,3 +504,16 @@ def test_short_values_are_not_masked_everywhere(tmp_path: Path) -> None:
     (change,) = app.changes
     assert "enabled: 'true'" in change.diff
     assert not [v for v in app.policy.violations if v.rule == "secret_value_in_plain_object"]
+
+
+@pytest.mark.timeout(60)
+def test_helm_error_with_a_60k_character_dump_cleans_quickly(tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    write(root, "charts/c/Chart.yaml", "apiVersion: v2\nname: c\nversion: 1.0.0\n")
+    write(root, "charts/c/templates/x.yaml", '{{ fail (repeat 20000 "map[{") }}\n')
+    started = time.monotonic()
+    result = render_app(App(name="c", path="charts/c"), root)
+    elapsed = time.monotonic() - started
+    assert result.error is not None and result.error.startswith("charts/c: helm: ")
+    assert len(result.error) <= 420
+    assert elapsed < 10, f"took {elapsed:.1f}s"

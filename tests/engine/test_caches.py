@@ -144,3 +144,15 @@ def test_in_memory_render_cache_is_bounded_too(tmp_path: Path) -> None:
         cache.get_or_render(str(push), lambda: [{"pad": "x" * KIB}])
     assert cache.usage() <= 3 * KIB
     assert cache.get_or_render("9", lambda: []) == [{"pad": "x" * KIB}]
+
+
+def test_submodules_are_left_out_and_everything_else_exported(repo: Repo, tmp_path: Path):
+    sha = repo.commit({"a.yaml": b"x: 1\n"})
+    git = ["git", "-C", str(repo.path)]
+    subprocess.run(
+        [*git, "update-index", "--add", "--cacheinfo", f"160000,{sha},vendor/sub"], check=True
+    )
+    subprocess.run([*git, "commit", "-q", "-m", "submodule"], check=True)
+    head = repo.git.resolve("HEAD")
+    with ExportCache(tmp_path / "exports").lease(repo.git, head) as root:
+        assert sorted(p.name for p in root.iterdir()) == ["a.yaml"]
