@@ -292,7 +292,8 @@ def _affected(
         n for n in base_apps.keys() | head_apps.keys() if base_apps.get(n) != head_apps.get(n)
     }
     apps = list({**base_apps, **head_apps}.values())
-    memo = _InputsMemo(options.cache_dir / "inputs" / f"{base.sha}.json")
+    # v2: builtin plugin configurations' files count as inputs (older memos lack them).
+    memo = _InputsMemo(options.cache_dir / "inputs" / f"{base.sha}.v2.json")
     touched = affected_apps(apps, changed, base.root, head.root, inputs_of=memo)
     memo.save()
     return redefined | set(touched) | set(options.extra_apps)

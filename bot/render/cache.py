@@ -25,7 +25,8 @@ from bot.atomicfile import write_atomically
 from bot.cachesize import DEFAULT_RENDER_MAX_BYTES, RENDER_ENV, max_bytes
 from bot.models import K8sObject
 
-_FORMAT = 1
+# 2: renders run on a tree holding only the hashed inputs (ExportTree.confined).
+_FORMAT = 2
 
 
 @dataclass(frozen=True)
