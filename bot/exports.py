@@ -87,6 +87,7 @@ class ExportCache:
         An entry in use (leased) or in ``protect`` stays, even if that leaves the
         cache over its bound; it becomes evictable when its lease ends.
         """
+        self._remove_strays()
         entries = sorted(self._entries(), key=lambda entry: entry[1])
         total = sum(size for _key, _used, size in entries)
         for key, _used, size in entries:
@@ -94,7 +95,6 @@ class ExportCache:
                 return
             if key not in protect and self._remove_unused(key):
                 total -= size
-        self._remove_strays()
 
     def _entries(self) -> list[tuple[str, float, int]]:
         """(key, last use, bytes) of every complete entry."""

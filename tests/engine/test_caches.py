@@ -78,7 +78,7 @@ def test_an_export_in_the_old_format_is_never_served_and_is_cleared(repo: Repo, 
     stale = tmp_path / "exports" / sha  # the old layout: named by commit, made by git archive
     stale.mkdir(parents=True)
     (stale / "a.yaml").write_bytes(b"x: smuggled\n")
-    cache = ExportCache(tmp_path / "exports", 1)
+    cache = ExportCache(tmp_path / "exports")
     with cache.lease(repo.git, sha) as root:
         assert (root / "a.yaml").read_bytes() == b"x: 1\n"
     assert not stale.exists()
