@@ -88,22 +88,6 @@ class Git:
         except GitError:
             return None
 
-    def blobs(self, oids: list[str]) -> list[bytes]:
-        """The contents of many blobs through one ``git cat-file --batch``."""
-        if not oids:
-            return []
-        out = self.run("cat-file", "--batch", input="".join(f"{o}\n" for o in oids).encode())
-        contents, offset = [], 0
-        for oid in oids:
-            end = out.index(b"\n", offset)
-            header = out[offset:end].split(b" ")
-            if len(header) != 3:
-                raise GitError(f"blob {oid} is missing from the repository")
-            size = int(header[2])
-            contents.append(out[end + 1 : end + 1 + size])
-            offset = end + 1 + size + 1
-        return contents
-
     def exists(self, sha: str, path: str) -> bool:
         out = self.run("cat-file", "-t", f"{sha}:{path}", check=False)
         return out.strip() == b"blob"
