@@ -375,8 +375,8 @@ class GitHubForge(Forge):
         return items
 
     def _write(self, repo: RepoRef, verb: str, path: str, body: dict[str, Any]) -> Any:
-        self._pacer.acquire()
-        _, data = self._client(repo).requester.requestJsonAndCheck(verb, path, input=body)
+        with self._pacer.slot():
+            _, data = self._client(repo).requester.requestJsonAndCheck(verb, path, input=body)
         return data
 
     def _fetch_login(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -297,8 +298,10 @@ class GitLabForge(Forge):
 
     def _call(self, operation: str, fn: Callable[[], T], *, write: bool = False) -> T:
         def attempt() -> T:
-            if write:
-                self._pacer.acquire()
+            with self._pacer.slot() if write else nullcontext():
+                return attempt_once()
+
+        def attempt_once() -> T:
             try:
                 return fn()
             except requests.Timeout:

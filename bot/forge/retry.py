@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -96,8 +97,12 @@ class Retrier:
 class WriteBudget(Protocol):
     """A write budget shared by every replica (``bot.server.storage`` keeps it)."""
 
-    def take(self, key: str, limit: int, window_s: float) -> float:
-        """Take a write slot: 0 if taken, else the seconds to wait before asking again."""
+    def take(self, key: str, limit: int, window_s: float, slot: str) -> float:
+        """Take a write slot named ``slot``: 0 if taken, else seconds to wait and ask again."""
+        ...
+
+    def settle(self, key: str, slot: str) -> None:
+        """The write of ``slot`` finished: it counts from now (it reached the server by now)."""
         ...
 
     def pause(self, key: str, seconds: float) -> None:
@@ -108,8 +113,11 @@ class WriteBudget(Protocol):
 class WritePacer:
     """At most ``limit`` content writes in any ``window_s`` seconds (thread-safe).
 
-    With ``shared``, the budget and any pause are kept in the shared store under
-    ``key`` (one per token), so every replica together stays under the limit.
+    A write counts from when it was allowed until ``window_s`` after it finished, so
+    however long a request takes to reach the server, no window the server measures
+    holds more than ``limit`` of them. With ``shared``, the budget and any pause are
+    kept in the shared store under ``key`` (one per token), so every replica
+    together stays under the limit.
     """
 
     def __init__(
@@ -128,7 +136,8 @@ class WritePacer:
         self._sleep = sleep
         self._shared = shared
         self._key = key
-        self._stamps: deque[float] = deque()
+        self._stamps: dict[int, float] = {}  # slot -> when it counts from
+        self._next = 0
         self._lock = threading.Lock()
         self._paused_until = 0.0
 
@@ -140,23 +149,44 @@ class WritePacer:
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Wait for a write slot, write inside the block; the slot counts until it ends."""
+        name = self._take()
+        try:
+            yield
+        finally:
+            self._settle(name)
+
     def acquire(self) -> None:
+        """Take a slot for a write that happens right away (it counts from now)."""
+        self._take()
+
+    def _take(self) -> str:
         if self._shared is not None:
-            while (wait := self._shared.take(self._key, self.limit, self.window_s)) > 0:
+            name = uuid.uuid4().hex
+            while (wait := self._shared.take(self._key, self.limit, self.window_s, name)) > 0:
                 self._sleep(min(max(wait, 0.01), self.window_s))
-            return
+            return name
         while True:
             with self._lock:
-                paused = self._paused_until - self._clock()
-            if paused > 0:
-                self._sleep(paused)
-                continue
-            with self._lock:
                 now = self._clock()
-                while self._stamps and now - self._stamps[0] >= self.window_s:
-                    self._stamps.popleft()
-                if len(self._stamps) < self.limit:
-                    self._stamps.append(now)
-                    return
-                wait = self.window_s - (now - self._stamps[0])
+                wait = self._paused_until - now
+                if wait <= 0:
+                    for number, stamp in list(self._stamps.items()):
+                        if now - stamp >= self.window_s:
+                            del self._stamps[number]
+                    if len(self._stamps) < self.limit:
+                        self._next += 1
+                        self._stamps[self._next] = now
+                        return str(self._next)
+                    wait = self.window_s - (now - min(self._stamps.values()))
             self._sleep(max(wait, 0.01))
+
+    def _settle(self, name: str) -> None:
+        if self._shared is not None:
+            self._shared.settle(self._key, name)
+            return
+        with self._lock:
+            if int(name) in self._stamps:
+                self._stamps[int(name)] = self._clock()

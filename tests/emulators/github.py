@@ -146,6 +146,7 @@ class RecordedRequest:
     query: dict[str, str]
     status: int | None  # None when the connection was dropped or stalled
     login: str | None  # whom the credentials named, None when anonymous/invalid
+    at: float = field(default_factory=time.time)  # when it arrived (rate-limit checks)
 
 
 # ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -158,5 +159,12 @@ class CommandJobs:
 
 
 def _reply(forge: Forge, pr: PullRequest, event: CommentEvent, text: str) -> None:
+    # Jobs run at least once (a replica may die between the reply and recording that
+    # the job is done): a hidden marker names the command comment and the reply, and a
+    # re-run that finds it posts nothing twice.
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    marker = f"<!-- sluice:reply {event.comment_id} {digest} -->"
+    if any(marker in c.body for c in forge.list_comments(pr)):
+        return
     # The mention on its own line: a reply that starts with a heading still renders.
-    forge.create_comment(pr, reply(event.author, text))
+    forge.create_comment(pr, reply(event.author, text) + "\n\n" + marker)

@@ -2,7 +2,8 @@
 
 GitHub allows about 80 content-creating requests a minute per token, and tells
 a client that went too fast to wait (``Retry-After``, ``X-RateLimit-Reset``).
-Each write takes a slot in ``write_slots``; a pause in ``write_pauses`` stops
+Each write takes a slot in ``write_slots`` and, once it finished, its slot counts
+from then (so no window the server measures holds more); a pause in ``write_pauses`` stops
 every replica writing with that token until it ends. A transaction-scoped lock
 per budget key makes the count-then-take atomic across replicas.
 """
@@ -27,7 +28,7 @@ class SharedWriteBudget:
         self._db = db
         self._clock = clock
 
-    def take(self, key: str, limit: int, window_s: float) -> float:
+    def take(self, key: str, limit: int, window_s: float, slot: str) -> float:
         now = self._clock()
         with self._db.transaction() as tx:
             tx.lock(f"sluice:write-budget:{key}")
@@ -43,9 +44,19 @@ class SharedWriteBudget:
             )
             assert row is not None
             if int(row["n"]) < limit:
-                tx.execute("INSERT INTO write_slots (budget_key, at) VALUES (?, ?)", (key, now))
+                tx.execute(
+                    "INSERT INTO write_slots (budget_key, slot, at) VALUES (?, ?, ?)",
+                    (key, slot, now),
+                )
                 return 0.0
             return max(0.001, float(row["oldest"]) + window_s - now)
+
+    def settle(self, key: str, slot: str) -> None:
+        with self._db.transaction() as tx:
+            tx.execute(
+                "UPDATE write_slots SET at = ? WHERE budget_key = ? AND slot = ?",
+                (self._clock(), key, slot),
+            )
 
     def pause(self, key: str, seconds: float) -> None:
         until = self._clock() + seconds

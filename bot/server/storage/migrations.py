@@ -171,6 +171,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "job queue, counters, pool beats", _both(_V1_QUEUE)),
     Migration(2, "overrides, pins, deploy log, deploy locks, write budget", _both(_V1_DEPLOY)),
     Migration(3, "append-only override audit log", dict(_APPEND_ONLY)),
+    Migration(
+        4,
+        "write slots count from when the write finished",
+        _both(
+            "ALTER TABLE write_slots ADD COLUMN slot TEXT;\n"
+            "CREATE INDEX IF NOT EXISTS write_slots_slot ON write_slots (budget_key, slot);\n"
+        ),
+    ),
 )
 
 
