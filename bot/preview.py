@@ -125,6 +125,13 @@ def run_preview(
     return report
 
 
+def repo_app_names(git: Git, sha: str, cache_dir: Path) -> list[str]:
+    """Every app at ``sha``: declared in .sluice.yaml or discovered from Argo CD / Flux."""
+    with ExportCache(cache_dir / "exports").lease(git, sha) as root:
+        side = _load_side(git, root, sha)
+    return sorted(app.name for app in (side.config.apps if side.config else ()))
+
+
 def _load_side(git: Git, root: Path, sha: str) -> _Side:
     raw = git.read_file(sha, REPO_CONFIG_FILE)
     if raw is None:

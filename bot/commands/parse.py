@@ -15,13 +15,14 @@ import re
 from dataclasses import dataclass, field
 
 from bot.commands.spec import CommandSpec, spec_for
+from bot.config.repo import ANY_APP_NAME
 
 MAX_COMMANDS = 20
 MAX_APPS = 50
 MAX_REASON_CHARS = 500
 
-# The same rule .sluice.yaml applies to app names (bot.config.repo).
-_APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+# App names: .sluice.yaml's rule, or discovered Argo CD / Flux names (bot.config.repo).
+_APP_NAME = ANY_APP_NAME
 # A git revision: a SHA, tag, branch or HEAD~n; never an option, never a range.
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/~^-]{0,199}$")
 _WORD = r"[A-Za-z][A-Za-z0-9_-]{0,63}"

@@ -163,29 +163,33 @@ def advance(branch: DeployBranch | None, merge: str, pinned: list[str]) -> tuple
 
 
 def plan_rollback(
-    branch: DeployBranch | None, targets: list[str], earlier: list[str]
+    branch: DeployBranch | None, before: str, revisions: list[str]
 ) -> tuple[BranchMove | None, str | None]:
-    """Where ``/rollback`` moves the branch (the newest of the apps' targets), or why not."""
+    """Where ``/rollback`` moves the branch: back to the newest ledger revision at or before
+    ``before`` (the tracked branch just before the rolled-back merge, or ``--to``)."""
     if branch is None:
         return None, None
-    newest = [t for t in targets if all(branch.git.is_ancestor(o, t) for o in targets)]
+    git = branch.git
+    candidates = sorted({r for r in revisions if git.is_ancestor(r, before)})
+    newest = [c for c in candidates if all(git.is_ancestor(o, c) for o in candidates)]
     if not newest:
-        return None, (f"Deploy branch `{branch.branch}` not moved: the apps roll back to "
-                      "unrelated revisions; roll them back one at a time")  # fmt: skip
+        return None, (f"Deploy branch `{branch.branch}` not moved: no ledger revision "
+                      f"precedes {before[:12]}")  # fmt: skip
     try:
-        return branch.plan_rollback(newest[0], earlier), None
+        return branch.plan_rollback(newest[0], revisions), None
     except DeployBranchError as exc:
         return None, f"Deploy branch `{branch.branch}` not moved: {exc}."
 
 
-def apply_rollback(branch: DeployBranch | None, move: BranchMove | None) -> str | None:
+def apply_rollback(branch: DeployBranch | None, move: BranchMove | None) -> tuple[bool, str | None]:
+    """Push a planned rollback move: (the branch is at the target now, the line to report)."""
     if branch is None or move is None:
-        return None
+        return False, None
     try:
         branch.apply(move)
     except DeployBranchError as exc:
-        return f"Deploy branch `{branch.branch}` not moved: {exc}."
-    return f"Deploy branch {move.describe()}."
+        return False, f"Deploy branch `{branch.branch}` not moved: {exc}."
+    return True, f"Deploy branch {move.describe()}."
 
 
 def engine_apps(apps: list[str]) -> list[str]:

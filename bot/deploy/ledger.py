@@ -41,6 +41,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from bot.config.repo import ANY_APP_NAME
 from bot.config.signing import DEFAULT_LEDGER_BRANCH as DEFAULT_BRANCH
 from bot.config.signing import SigningConfig
 from bot.errors import LedgerError
@@ -67,12 +68,8 @@ APPS_DIR = "apps"
 Action = Literal["deploy", "rollback", "preview-deploy"]
 ACTIONS: tuple[str, ...] = get_args(Action)
 
-# App names in .sluice.yaml (safe as a file name), or discovered ones: "argocd:<name>" and
-# "flux:<namespace>/<name>" (bot.render.discovery), whose one "/" nests the entry a level.
-_APP_NAME = re.compile(
-    r"^(?:argocd:|flux:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?/)?"
-    r"[a-z0-9](?:[a-z0-9._-]{0,251}[a-z0-9])?$"
-)
+# App names in .sluice.yaml, or discovered ones (argocd:<name>, flux:<namespace>/<name>).
+_APP_NAME = ANY_APP_NAME
 _SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _FIELDS = (

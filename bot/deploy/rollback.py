@@ -10,15 +10,21 @@ from pathlib import Path
 
 from bot.config.server import RepoSettings
 from bot.deploy.comments import outcomes_line
-from bot.deploy.deploy_branch import apply_rollback, branch_for, plan_rollback
+from bot.deploy.deploy_branch import (
+    apply_rollback,
+    branch_for,
+    engine_apps,
+    engine_handoff,
+    plan_rollback,
+)
 from bot.deploy.desk import DeployDesk, names
 from bot.deploy.follow import PullerFollower
-from bot.deploy.gates import gate_config
 from bot.deploy.ledger import Ledger, LedgerEntry
 from bot.deploy.ledger_writer import LedgerWriter, http_url
 from bot.deploy.pins import Pin, repo_key
 from bot.forge.base import Forge, ForgeError, PullRequest
 from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
+from bot.preview import repo_app_names
 from bot.report.escape import code, one_line
 
 REVERT_BRANCH = "sluice/revert-{number}"
@@ -46,13 +52,13 @@ class Rollback:
         git = desk.mirror(forge, pr.repo, settings, [pr.merge_sha])
         writer = LedgerWriter(desk)
         ledger = writer.open(forge, git, pr.repo, settings)
-        config = gate_config(git, f"refs/heads/{settings.tracked_branch}")
-        unknown = [a for a in apps if config.app(a) is None]
+        # Apps of .sluice.yaml and those discovered from Argo CD / Flux manifests.
+        tracked = git.resolve(f"refs/heads/{settings.tracked_branch}")
+        known = repo_app_names(git, tracked, desk.cache_dir)
+        unknown = [a for a in apps if a not in known]
         if unknown:
             return f"`/rollback`: no app named {names(unknown)} in `.sluice.yaml`."
-        targets = list(apps) or [
-            a.name for a in config.apps if _deployed_by(ledger, a.name, pr) is not None
-        ]
+        targets = list(apps) or [a for a in known if _deployed_by(ledger, a, pr) is not None]
         if not targets:
             return f"`/rollback`: #{pr.number} deployed no app, so there is nothing to roll back."
         plan: dict[str, str] = {}
@@ -70,8 +76,10 @@ class Rollback:
             )
         key = repo_key(pr.repo.forge, pr.repo.full_name)
         branch = branch_for(git, pr.repo.clone_url, forge.clone_auth(pr.repo), settings)
-        earlier = [e.revision for app in plan for _, e in ledger.history(app, limit=200)[1:]]
-        move, branch_note = plan_rollback(branch, list(plan.values()), earlier)
+        # The repo-wide branch goes back to where it stood before the rolled-back merge.
+        before = next(iter(plan.values())) if to_rev else git.resolve(f"{pr.merge_sha}^1")
+        revisions = [e.revision for app in known for _, e in ledger.history(app, limit=200)]
+        move, branch_note = plan_rollback(branch, before, revisions)
         with desk.locks.hold(key, targets):
             gates: dict = {"rollback_of": pr.merge_sha, "requested_by": actor}
             if move is not None:  # the force-with-lease push this entry records
@@ -84,7 +92,12 @@ class Rollback:
             ledger_commit = writer.record(
                 forge, pr, ledger, entries, status_sha=pr.merge_sha, name_revision=False
             )
-            branch_note = apply_rollback(branch, move) or branch_note
+            moved, applied = apply_rollback(branch, move)
+            branch_note = applied or branch_note
+            handed = engine_apps(targets)  # Argo CD / Flux deploy them from deploy_branch
+            state, why = engine_handoff(branch, moved, ledger_commit)
+            for app in handed:
+                desk.status(forge, pr.repo, pr.merge_sha, app, state, why)
             revert, revert_problem = self._open_revert(forge, git, pr, settings)
             for app, rev in plan.items():
                 desk.pins.pin(Pin(key, app, pr.number, revert.number if revert else None, rev,
@@ -99,7 +112,8 @@ class Rollback:
                 notes.append(f"Could not open a revert pull request: {revert_problem}. "
                              f"{names(targets)} stay pinned; revert #{pr.number} by hand.")  # fmt: skip
             outcomes = PullerFollower(desk).follow(
-                forge, pr, ledger_commit, targets, status_sha=pr.merge_sha, notes=notes,
+                forge, pr, ledger_commit, [a for a in targets if a not in handed],
+                status_sha=pr.merge_sha, notes=notes,
                 heading=f"### ⏪ Sluice rollback of #{pr.number} requested by {code(actor)}",
             )  # fmt: skip
         revert_text = (

@@ -156,3 +156,22 @@ def test_a_branch_someone_else_moved_is_left_alone_and_said_so(stack: DeployStac
     assert "someone else moved it" in report
     assert approved(stack) == rogue
     stack.wait_status(merge, "sluice/deploy/argocd:shop", "failure")
+
+
+def test_rollback_of_an_argo_app_moves_the_branch_back_before_its_merge(stack: DeployStack):
+    pull = next(p for p in stack.gh.pulls(REPO) if p.number == 9)
+    merge = stack.gitops.entry("argocd:shop").revision
+    before = gpgkit.git(stack.gitops.bare, "rev-parse", f"{merge}^1")
+    rogue = approved(stack)
+    stack.say(pull, "/rollback argocd:shop")
+    reply = stack.wait_comment(9, "@dana\n\n`/rollback`")
+    assert f"`argocd:shop` → `{MERGES[6][:12]}`" in reply, reply
+    entry = stack.gitops.entry("argocd:shop")
+    assert (entry.action, entry.revision) == ("rollback", MERGES[6])
+    # Back to where the branch stood before #9 (the revert's merge), over the rogue push.
+    assert approved(stack) == before
+    assert entry.gates["deploy_branch"] == {
+        "branch": BRANCH, "from": rogue, "to": before, "push": "force-with-lease"
+    }  # fmt: skip
+    status = stack.wait_status(merge, "sluice/deploy/argocd:shop", "success")
+    assert status.description.endswith(f"its engine deploys {BRANCH}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.config.repo import DiscoverSettings
+from bot.config.repo import ANY_APP_NAME, DiscoverSettings
 from bot.models import App
 from bot.render.affected import glob_regex
 from bot.render.discovery.appset import expand_appset
@@ -45,6 +45,11 @@ def discover_apps(
             found.extend(_apps(file, obj, ctx, limits))
         except RenderError as exc:
             ctx.errors.append(str(exc))
+    for app in [a for a in found if not ANY_APP_NAME.match(a.name)]:
+        ctx.errors.append(
+            f"discovery: {app.name!r} is not a valid app name (check discover.*.name)"
+        )
+    found = [a for a in found if ANY_APP_NAME.match(a.name)]
     counts = Counter(app.name for app in found)
     for name, count in sorted(counts.items()):
         if count > 1:
