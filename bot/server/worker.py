@@ -9,12 +9,13 @@ possibly from another process.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bot.errors import RetryableError
@@ -25,6 +26,8 @@ from bot.server.storage.queue import Job, JobQueue
 __all__ = ["CancelToken", "JobCancelled", "JobRunner", "RetryableError", "WorkerPool"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_JOB_DEADLINE_S = 1800.0
 
 #: How long a worker waits before trying an unreachable database again.
 DATABASE_RETRY_S = 1.0
@@ -93,6 +96,7 @@ class WorkerPool:
         keep_finished_s: float = 14 * 24 * 3600,
         orphaned_after_s: float | None = None,
         pool_id: str | None = None,
+        job_deadline_s: float | None = None,
     ):
         if size < 1:
             raise ValueError("a worker pool needs at least one thread")
@@ -110,6 +114,9 @@ class WorkerPool:
         # A pool beats every housekeeping round; one silent for several rounds is dead.
         self.orphaned_after_s = orphaned_after_s or max(5 * housekeeping_s, 10.0)
         self.keep_finished_s = keep_finished_s
+        # Past it a job's lease is no longer extended: it fails, whatever it is doing.
+        self.job_deadline_s = job_deadline_s or job_deadline_from_env(os.environ)
+        self._deadlines: dict[int, float] = {}
         self.pool_id = pool_id or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -202,6 +209,7 @@ class WorkerPool:
         token = CancelToken(self.queue, job)
         with self._lock:
             self._running[job.id] = (job, token)
+            self._deadlines[job.id] = time.monotonic() + self.job_deadline_s
         log.info("job %s (%s %s) started, attempt %s", job.id, job.kind, job.pr_key, job.attempts)
         try:
             self.handler(job, token)
@@ -227,6 +235,7 @@ class WorkerPool:
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
+                self._deadlines.pop(job.id, None)
 
     def _retry_or_give_up(self, job: Job, exc: BaseException, hint_s: float | None) -> None:
         if job.attempts >= self.max_attempts:
@@ -285,12 +294,29 @@ class WorkerPool:
             self.queue.prune(self.keep_finished_s)
         with self._lock:
             running = list(self._running.values())
+            deadlines = dict(self._deadlines)
+        now = time.monotonic()
         for job, token in running:
-            if not self.queue.heartbeat(job, self.lease_s):
+            if now >= deadlines.get(job.id, math.inf):
+                self._past_deadline(job, token)
+            elif not self.queue.heartbeat(job, self.lease_s):
                 token.cancel()
         self._recover()
         self.queue.beat_pool(self.pool_id, self._alive_count(), self.size)
         return pruned_at
+
+    def _past_deadline(self, job: Job, token: CancelToken) -> None:
+        """Stop a job at its deadline: cancel it, and fail it instead of extending its lease."""
+        token.cancel()
+        with self._lock:
+            self._deadlines[job.id] = math.inf  # once
+        message = (
+            f"job deadline exceeded: still running after {self.job_deadline_s:g}s "
+            "(SLUICE_JOB_DEADLINE_S)"
+        )
+        if self.queue.fail(job, message):
+            log.error("job %s (%s %s): %s", job.id, job.kind, job.pr_key, message)
+            self._notify_give_up(job, message)
 
     def _recover(self) -> None:
         recovery = self.queue.recover_expired(self.max_attempts, self.orphaned_after_s)
@@ -299,6 +325,20 @@ class WorkerPool:
             self._wake.set()
         for job in recovery.failed:
             self._notify_give_up(job, job.last_error or "worker lost repeatedly")
+
+
+def job_deadline_from_env(environ: Mapping[str, str]) -> float:
+    """``SLUICE_JOB_DEADLINE_S``: how long one job may run in all (default 30 minutes)."""
+    raw = environ.get("SLUICE_JOB_DEADLINE_S", "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_JOB_DEADLINE_S
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"SLUICE_JOB_DEADLINE_S: must be a positive number of seconds, got {raw!r}"
+        )
+    return value
 
 
 def _describe(exc: BaseException | str) -> str:
