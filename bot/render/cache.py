@@ -87,15 +87,28 @@ class RenderCache:
                 if gate[1] == 0:
                     del self._inflight[key]
 
-    def _get_or_render_locked(
-        self, key: str, render: Callable[[], list[K8sObject]]
-    ) -> list[K8sObject]:
+    def get(self, key: str, *, count_miss: bool = True) -> list[K8sObject] | None:
+        """The cached objects for ``key``, or None. A hit is counted; a miss is counted
+        here, or (``count_miss=False``) by the :meth:`put` or :meth:`get_or_render` that
+        follows it."""
         cached = self._load(key)
         with self._lock:
             if cached is None:
-                self._misses += 1
+                self._misses += count_miss
             else:
                 self._hits += 1
+        return cached
+
+    def put(self, key: str, objects: list[K8sObject]) -> None:
+        """Store objects rendered outside :meth:`get_or_render` (a batch of apps): a miss."""
+        with self._lock:
+            self._misses += 1
+        self._store(key, objects)
+
+    def _get_or_render_locked(
+        self, key: str, render: Callable[[], list[K8sObject]]
+    ) -> list[K8sObject]:
+        cached = self.get(key)
         if cached is not None:
             return cached
         objects = render()

@@ -182,8 +182,28 @@ class RenderEngine:
         if not apps:
             return []
         workers = max(1, min(workers or os.cpu_count() or 1, len(apps)))
+        if len(apps) > 1:
+            # Kustomize apps share kubectl processes (bot.render.batch); same results.
+            from bot.render.batch import render_many
+
+            return render_many(self, apps, root, limits or RenderLimits(), cache, workers)
         with ThreadPoolExecutor(workers, thread_name_prefix="sluice-render") as pool:
             return list(pool.map(lambda a: self.render(a, root, limits=limits, cache=cache), apps))
+
+    def cache_key(
+        self, plan: RenderPlan, files: list[tuple[str, bytes]], limits: RenderLimits
+    ) -> str:
+        """The render cache key of ``plan`` given its input files' bytes."""
+        return RenderCache.key(self._settings(plan, limits), files)
+
+    def budget_spent(self) -> bool:
+        """Whether the renders' CPU budget is used up (every further render is refused)."""
+        budget = self._cpu_budget_s
+        return budget is not None and self.sandbox.cpu_used_s >= budget
+
+    def count_renders(self, count: int) -> None:
+        with self._lock:
+            self._renders += count
 
     def _objects(
         self,
@@ -209,7 +229,7 @@ class RenderEngine:
                 tree.read_bytes(rel, limits)  # enforces the file size limit up front
             return run()
         files = [(rel, tree.read_bytes(rel, limits)) for rel in plan.inputs]
-        return cache.get_or_render(cache.key(self._settings(plan, limits), files), run)
+        return cache.get_or_render(self.cache_key(plan, files, limits), run)
 
     def _run(
         self, plan: RenderPlan, tree: ExportTree, limits: RenderLimits, deadline: float

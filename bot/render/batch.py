@@ -1,0 +1,252 @@
+"""Many Kustomize apps per ``kubectl kustomize`` process, byte-identical to one render each.
+
+Starting kubectl costs about as much as rendering a 50-object app, so the render engine
+builds a synthetic root over several apps instead: each app sits under a wrapper
+kustomization whose only transformer matches no image (a no-op), and the root asks for
+``buildMetadata: [transformerAnnotations]``. Every output object then names its wrapper,
+hence its app (an origin annotation would not: apps sharing a base share its files).
+The annotation is stripped and the output split back per app.
+
+A batch is used only when it cannot differ from the per-app renders; anything else falls
+back to rendering the apps one by one, so any error shown is the per-app one:
+- apps whose kustomizations use features that act across the whole build (``vars``,
+  ``configurations``, ``crds``, ``openapi``, ``sortOptions``, ``buildMetadata``) or
+  whose inputs already carry the annotations this module uses are never batched;
+- any failure of the batch (an error, a clash of two apps' resource IDs, a breached
+  sandbox limit, an object without provenance) renders all of its apps one by one;
+- an app whose output mentions a name or namespace that only another app of the batch
+  has (what kustomize's cross-app name-reference fix-up would produce, e.g. a reference
+  to a hash-suffixed ConfigMap of another app) is rendered again on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.models import App, K8sObject, RenderedApp
+from bot.render.cache import RenderCache
+from bot.render.kustomize import KUSTOMIZATION_FILES, run_kustomize
+from bot.render.limits import RenderError, RenderLimits
+from bot.render.manifests import load_manifests
+from bot.render.tree import ExportTree
+
+if TYPE_CHECKING:
+    from bot.render.engine import RenderEngine, RenderPlan
+
+MAX_BATCH = 32
+TRANSFORMATIONS = "alpha.config.kubernetes.io/transformations"
+_MARKERS = (b"config.kubernetes.io/origin", TRANSFORMATIONS.encode())
+_GLOBAL_FIELDS = re.compile(rb"\b(vars|configurations|crds|openapi|sortOptions|buildMetadata)\b")
+_WRAPPER = re.compile(r"configuredIn: (\d+)/kustomization\.yaml$", re.MULTILINE)
+# Matches no real image: the wrapper's transformer changes nothing but is recorded.
+_NO_OP = "images:\n- name: sluice-batch.invalid/provenance\n  newTag: unused\n"
+
+
+@dataclass
+class _Job:
+    index: int
+    app: App
+    plan: RenderPlan
+    key: str
+
+
+def render_many(
+    engine: RenderEngine,
+    apps: Sequence[App],
+    root: Path,
+    limits: RenderLimits,
+    cache: RenderCache | None,
+    workers: int,
+) -> list[RenderedApp]:
+    """``engine.render`` of every app, in order; Kustomize cache misses go in batches."""
+    tree = ExportTree(root)
+    results: list[RenderedApp | None] = [None] * len(apps)
+    with ThreadPoolExecutor(workers, thread_name_prefix="sluice-render") as pool:
+        jobs = [
+            j for j in pool.map(lambda i: _job(engine, apps, i, tree, limits), range(len(apps)))
+        ]
+        batchable: list[_Job] = []
+        for job in filter(None, jobs):
+            cached = cache.get(job.key, count_miss=False) if cache is not None else None
+            if cached is not None:
+                results[job.index] = _rendered(job, cached)
+            else:
+                batchable.append(job)
+        batches = _group(batchable, workers)
+        if len(batchable) < 2:
+            batches = []
+        grouped = {job.index for batch in batches for job in batch}
+        singles = [i for i in range(len(apps)) if results[i] is None and i not in grouped]
+        one = lambda i: engine.render(apps[i], root, limits=limits, cache=cache)  # noqa: E731
+        futures = [(i, pool.submit(one, i)) for i in singles]
+        done = pool.map(lambda batch: render_batch(engine, tree, batch, limits), batches)
+        for batch, objects in zip(batches, done, strict=True):
+            for job in batch:
+                found = objects.get(job.index)
+                if found is None:
+                    futures.append((job.index, pool.submit(one, job.index)))
+                    continue
+                if cache is not None:
+                    cache.put(job.key, found)
+                results[job.index] = _rendered(job, found)
+        for index, future in futures:
+            results[index] = future.result()
+    return [r for r in results if r is not None]
+
+
+def _rendered(job: _Job, objects: list[K8sObject]) -> RenderedApp:
+    return RenderedApp(job.app, "kustomize", objects=objects, inputs=job.plan.inputs)
+
+
+def _job(
+    engine: RenderEngine, apps: Sequence[App], index: int, tree: ExportTree, limits: RenderLimits
+) -> _Job | None:
+    """A Kustomize app that may share a batch, with its cache key; None: render it alone."""
+    from bot.render.engine import plan_render, resolve_renderer
+
+    app = apps[index]
+    if app.sources or app.unrendered or not app.path:
+        return None
+    try:
+        if resolve_renderer(app, tree)[1] != "kustomize":
+            return None
+        plan = plan_render(app, tree, limits)
+        if plan.renderer != "kustomize" or not plan.directory:
+            return None
+        files = [(rel, tree.read_bytes(rel, limits)) for rel in plan.inputs]
+    except (RenderError, OSError):
+        return None  # the per-app render reports it
+    for rel, data in files:
+        if any(marker in data for marker in _MARKERS):
+            return None
+        if rel.rpartition("/")[2] in KUSTOMIZATION_FILES and _GLOBAL_FIELDS.search(data):
+            return None
+    return _Job(index, app, plan, engine.cache_key(plan, files, limits))
+
+
+def _group(jobs: list[_Job], workers: int) -> list[list[_Job]]:
+    """At least one batch per worker, at most MAX_BATCH apps each, one app per directory."""
+    seen: set[str] = set()
+    unique = []
+    for job in jobs:
+        if job.plan.directory not in seen:
+            seen.add(job.plan.directory)
+            unique.append(job)
+    count = max(1, workers, math.ceil(len(unique) / MAX_BATCH))
+    size = max(1, math.ceil(len(unique) / count))
+    return [unique[i : i + size] for i in range(0, len(unique), size) if unique[i : i + size]]
+
+
+def render_batch(
+    engine: RenderEngine, tree: ExportTree, jobs: list[_Job], limits: RenderLimits
+) -> dict[int, list[K8sObject]]:
+    """Objects per job index for the apps this batch rendered faithfully (maybe none)."""
+    if len(jobs) < 2 or engine.budget_spent():
+        return {}
+    deadline = time.monotonic() + limits.timeout_s
+    try:
+        for job in jobs:
+            assert job.plan.kustomization is not None
+            job.plan.kustomization.check(tree, limits)  # the per-app YAML checks
+        inputs = {rel for job in jobs for rel in job.plan.inputs}
+        with tree.confined(inputs) as only:
+            directory = _write_root(only, jobs)
+            output = run_kustomize(
+                engine.kubectl(), only, directory, limits, deadline, sandbox=engine.sandbox
+            )
+        scaled = replace(
+            limits.for_output(),
+            max_objects=limits.max_objects * len(jobs),
+            max_yaml_nodes=limits.max_yaml_nodes * len(jobs),
+        )
+        objects = load_manifests(output, "kustomize batch output", scaled)
+        split = _split(objects, len(jobs))
+    except RenderError:
+        return {}
+    if split is None:
+        return {}
+    engine.count_renders(len(jobs))
+    return {
+        jobs[n].index: found
+        for n, found in enumerate(split)
+        if n not in _suspects(split) and len(found) <= limits.max_objects
+    }
+
+
+def _write_root(tree: ExportTree, jobs: list[_Job]) -> str:
+    """The synthetic root inside the confined tree; returns its repo-relative directory."""
+    root = Path(tempfile.mkdtemp(prefix=".sluice-batch-", dir=tree.root))
+    for n, job in enumerate(jobs):
+        wrapper = root / str(n)
+        wrapper.mkdir()
+        (wrapper / "kustomization.yaml").write_text(
+            f"resources:\n- ../../{job.plan.directory}\n{_NO_OP}"
+        )
+    listed = "".join(f"- '{n}'\n" for n in range(len(jobs)))
+    (root / "kustomization.yaml").write_text(
+        f"buildMetadata: [transformerAnnotations]\nresources:\n{listed}"
+    )
+    return root.name
+
+
+def _split(objects: list[K8sObject], count: int) -> list[list[K8sObject]] | None:
+    """Objects per app, provenance annotation removed; None if any object lacks it."""
+    split: list[list[K8sObject]] = [[] for _ in range(count)]
+    for obj in objects:
+        metadata = obj.get("metadata")
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        if not isinstance(annotations, dict):
+            return None
+        found = _WRAPPER.findall(str(annotations.pop(TRANSFORMATIONS, "")))
+        if len(found) != 1 or int(found[0]) >= count:
+            return None
+        if not annotations:
+            del metadata["annotations"]
+        split[int(found[0])].append(obj)
+    return split
+
+
+def _suspects(split: list[list[K8sObject]]) -> set[int]:
+    """Apps whose output names a name or namespace only another app of the batch has."""
+    tokens = [_tokens(objects) for objects in split]
+    owners: dict[str, set[int]] = {}
+    for n, own in enumerate(tokens):
+        for token in own:
+            owners.setdefault(token, set()).add(n)
+    suspects = set()
+    for n, objects in enumerate(split):
+        for value in _strings(objects):
+            if value in owners and value not in tokens[n]:
+                suspects.add(n)
+                break
+    return suspects
+
+
+def _tokens(objects: list[K8sObject]) -> set[str]:
+    found = set()
+    for obj in objects:
+        metadata = obj.get("metadata") or {}
+        for field in ("name", "namespace"):
+            if isinstance(metadata.get(field), str):
+                found.add(metadata[field])
+    return found
+
+
+def _strings(value: Any) -> Iterator[str]:
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            yield current
+        elif isinstance(current, dict):
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
