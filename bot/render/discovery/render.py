@@ -216,6 +216,7 @@ def _overlay(
                 limits,
                 deadline,
                 _secret_strings(objects),
+                engine.sandbox,
             )
         return load_manifests(output, "kustomize overlay output", limits.for_output())
 
