@@ -24,8 +24,9 @@ from bot.config import (
     RepoConfig,
     parse_repo_config,
 )
-from bot.diff import diff_objects, load_or_create_key, mask_secret, normalize
+from bot.diff import diff_objects, load_or_create_key, mask_secret
 from bot.diff.leaks import guard_app_report
+from bot.evaluated import NormalizedRenders, PolicyResults
 from bot.exports import ExportCache
 from bot.gitops import Git, GitError
 from bot.models import App, AppReport, PolicyResult, RenderedApp, Report, overall_verdict
@@ -198,7 +199,14 @@ def _preview_apps(
     sources = load_policy_sources(git, base.sha, gate.policy.paths)
     # Several engines (each its own process) let policy use the cores kubectl freed.
     engines = 1 if len(selected) < 8 else max(1, min(2, options.workers))
-    with _PolicyPool(options, sources, gate.policy.package, engines) as policy:
+    normal = NormalizedRenders()  # each render normalized once: diff, policy and guard share it
+    results = PolicyResults(
+        None if options.policy_backend == "opa" else options.cache_dir / "policy",
+        options.policy_backend,
+        gate.policy.package,
+        sources,
+    )
+    with _PolicyPool(options, sources, gate.policy.package, engines, normal, results) as policy:
         pending = {
             name: policy.submit(head_renders[name], secret_key)
             for name in sorted(selected)
@@ -211,7 +219,9 @@ def _preview_apps(
             if name in base_renders and not base_renders[name].error
         }
         reports = [
-            _checked_app_report(name, base_renders.get(name), head_renders.get(name), secret_key)
+            _checked_app_report(
+                name, base_renders.get(name), head_renders.get(name), secret_key, normal
+            )
             for name in sorted(selected)
         ]
         for report in reports:
@@ -243,8 +253,15 @@ class _PolicyPool:
     """A few policy engines evaluating apps in parallel with the diffs."""
 
     def __init__(
-        self, options: PreviewOptions, sources: dict[str, str], package: str, size: int
+        self,
+        options: PreviewOptions,
+        sources: dict[str, str],
+        package: str,
+        size: int,
+        normal: NormalizedRenders,
+        results: PolicyResults,
     ) -> None:
+        self._normal, self._results = normal, results
         self._idle: queue.SimpleQueue[PolicyEngine] = queue.SimpleQueue()
         self._engines = [
             make_engine(
@@ -266,8 +283,12 @@ class _PolicyPool:
     def _evaluate(self, rendered: RenderedApp, secret_key: bytes) -> PolicyResult:
         app = rendered.app
         # Policies see masked Secrets: a rule message can then never quote a value.
-        objects = [mask_secret(obj, secret_key) for obj in _normalized(rendered)]
+        objects = [mask_secret(obj, secret_key) for obj in self._normal.of(rendered)]
         meta = {"name": app.name, "path": app.path, "namespace": app.namespace}
+        # A render evaluated before (the shared base of most PRs) comes from the cache.
+        return self._results.get_or_evaluate(objects, meta, lambda: self._run(objects, meta))
+
+    def _run(self, objects: list[dict], meta: dict[str, object]) -> PolicyResult:
         engine = self._idle.get()
         try:
             return engine.evaluate(objects, meta)
@@ -381,11 +402,15 @@ def budget_errors(apps: Iterable[AppReport]) -> list[str]:
 
 
 def _checked_app_report(
-    name: str, base: RenderedApp | None, head: RenderedApp | None, secret_key: bytes
+    name: str,
+    base: RenderedApp | None,
+    head: RenderedApp | None,
+    secret_key: bytes,
+    normal: NormalizedRenders,
 ) -> AppReport:
     """:func:`_app_report`; objects too deep to walk are that app's error, not the preview's."""
     try:
-        return _app_report(name, base, head, secret_key)
+        return _app_report(name, base, head, secret_key, normal)
     except RecursionError:
         current = head or base
         assert current is not None
@@ -399,7 +424,11 @@ def _checked_app_report(
 
 
 def _app_report(
-    name: str, base: RenderedApp | None, head: RenderedApp | None, secret_key: bytes
+    name: str,
+    base: RenderedApp | None,
+    head: RenderedApp | None,
+    secret_key: bytes,
+    normal: NormalizedRenders,
 ) -> AppReport:
     """Status and diff of one app; its policy verdict is filled in by the caller."""
     current = head or base
@@ -419,8 +448,8 @@ def _app_report(
     if base is not None and head is not None and _same_render(base, head):
         return report
 
-    base_objects = _normalized(base) if base is not None and not base.error else []
-    head_objects = _normalized(head) if head is not None else []
+    base_objects = normal.of(base) if base is not None and not base.error else []
+    head_objects = normal.of(head) if head is not None else []
     report.changes = diff_objects(
         base_objects, head_objects, secret_key=secret_key, normalized=True
     )
@@ -440,10 +469,6 @@ def _same_render(base: RenderedApp, head: RenderedApp) -> bool:
     return (
         not base.error and base.app.namespace == head.app.namespace and base.objects == head.objects
     )
-
-
-def _normalized(rendered: RenderedApp) -> list[dict]:
-    return [normalize(obj, rendered.app.namespace) for obj in rendered.objects]
 
 
 def load_policy_sources(git: Git, sha: str, paths: Iterable[str]) -> dict[str, str]:
