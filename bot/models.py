@@ -6,6 +6,7 @@ Every layer takes and returns these plain dataclasses; the JSON report is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +19,13 @@ SignatureStatus = Literal["valid", "unsigned", "untrusted", "invalid", "expired"
 SignatureMode = Literal["off", "head", "all"]
 
 K8sObject = dict[str, Any]
+
+# Any app name: a .sluice.yaml one, or a discovered "argocd:<name>" / "flux:<namespace>/<name>"
+# (bot.render.discovery). Safe as a ledger file path: the one "/" nests it a level, no "..".
+ANY_APP_NAME = re.compile(
+    r"^(?:argocd:|flux:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?/)?"
+    r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$"
+)
 
 VERDICT_ORDER: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2, "error": 3}
 

@@ -15,13 +15,13 @@ import re
 from dataclasses import dataclass, field
 
 from bot.commands.spec import CommandSpec, spec_for
-from bot.config.repo import ANY_APP_NAME
+from bot.models import ANY_APP_NAME
 
 MAX_COMMANDS = 20
 MAX_APPS = 50
 MAX_REASON_CHARS = 500
 
-# App names: .sluice.yaml's rule, or discovered Argo CD / Flux names (bot.config.repo).
+# App names: .sluice.yaml's rule, or discovered Argo CD / Flux names (bot.models).
 _APP_NAME = ANY_APP_NAME
 # A git revision: a SHA, tag, branch or HEAD~n; never an option, never a range.
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/~^-]{0,199}$")

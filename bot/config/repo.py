@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from bot.models import ANY_APP_NAME as ANY_APP_NAME  # re-exported: its old home
 from bot.models import App, HelmSettings
 
 # The linear-time glob matcher's cap (bot.render.globs.MAX_PATTERN_CHARS).
@@ -23,12 +24,6 @@ RENDERERS = ("auto", "plain", "kustomize", "helm")
 SIGNATURE_MODES = ("off", "head", "all")
 POLICY_ENGINES = ("regorus", "regopy", "opa")
 _APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-# Any app name: a .sluice.yaml one, or a discovered "argocd:<name>" / "flux:<namespace>/<name>"
-# (bot.render.discovery). Safe as a ledger file path: the one "/" nests it a level, no "..".
-ANY_APP_NAME = re.compile(
-    r"^(?:argocd:|flux:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?/)?"
-    r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$"
-)
 _MAX_CONFIG_BYTES = 1024 * 1024
 _FLAGS = ("self_heal", "sync_before_merge", "allow_mass_prune")
 

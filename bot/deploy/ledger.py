@@ -41,12 +41,11 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from bot.config.repo import ANY_APP_NAME
 from bot.config.signing import DEFAULT_LEDGER_BRANCH as DEFAULT_BRANCH
 from bot.config.signing import SigningConfig
 from bot.errors import LedgerError
 from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
-from bot.models import CommitCheck
+from bot.models import ANY_APP_NAME, CommitCheck
 from bot.signatures import SignatureVerifier, TrustedKeys
 
 __all__ = [
