@@ -455,6 +455,10 @@ def _json_object(body: bytes) -> dict[str, Any]:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise PayloadError("body is not valid JSON") from None
+    except RecursionError:
+        raise PayloadError("body JSON is nested too deeply") from None
+    except ValueError:  # Python's limit on integer digits (sys.get_int_max_str_digits)
+        raise PayloadError("body JSON has a number with too many digits") from None
     if not isinstance(payload, dict):
         raise PayloadError("body is not a JSON object")
     return payload

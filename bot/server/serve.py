@@ -1,9 +1,14 @@
 """``sluice serve``: the webhook intake and the job worker pool.
 
-Production (``dev=False``) is three processes::
+Production (``dev=False``) is four processes::
 
-    sluice serve (supervisor) ─┬─ sluice-http: gunicorn master → 1 gthread worker (Flask intake)
+    sluice serve (supervisor) ─┬─ sluice-front: buffering asyncio proxy on the bind address
+                               ├─ sluice-http: gunicorn master → 1 gthread worker (Flask intake),
+                               │               on a Unix socket only the front reaches
                                └─ sluice-jobs: the WorkerPool (exactly one, restarted if it dies)
+
+The front (``bot.server.front``) reads every request whole, under header and body
+deadlines, before gunicorn sees it: slow or idle clients cannot hold its threads.
 
 The pool lives in its own process so renders never compete with intake for the
 GIL, and so that gunicorn recycling its HTTP worker never starts a second pool.
@@ -26,7 +31,9 @@ import logging
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -39,10 +46,11 @@ from flask import Flask, Response, jsonify, request
 from gunicorn.app.base import BaseApplication
 
 from bot.config.server import ServerConfig
+from bot.server import front
 from bot.server.metrics import Metrics
 from bot.server.storage import open_for
 from bot.server.storage.queue import JobQueue
-from bot.server.web import Readiness, create_app
+from bot.server.web import MAX_BODY_BYTES, Readiness, create_app
 from bot.server.worker import JobRunner, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -210,6 +218,11 @@ def _http_main(config: ServerConfig, bind: str, http_threads: int, role: Role) -
     _Gunicorn(lambda: build_http_app(config, role), gunicorn_options(bind, http_threads)).run()
 
 
+def _front_main(bind: str, upstream: str) -> None:
+    _setup_logging()
+    front.serve(bind, upstream, MAX_BODY_BYTES)
+
+
 def _pool_main(config: ServerConfig, runner_factory: RunnerFactory, parent_pid: int) -> None:
     _setup_logging()
     stop = threading.Event()
@@ -260,6 +273,9 @@ class Supervisor:
         self.role = role
         # spawn: children start clean instead of inheriting this process's state.
         self._ctx = multiprocessing.get_context("spawn")
+        # gunicorn listens here; a short path (sun_path holds 108 bytes), mode 0700.
+        self._socket_dir = tempfile.mkdtemp(prefix="sluice-http-")
+        self._upstream = os.path.join(self._socket_dir, "gunicorn.sock")
         self._stopping = False
 
     def run(self) -> int:
@@ -267,13 +283,18 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         http = self._start_http()
+        front = self._start_front()
         pool = self._start_pool() if self.role != "intake" else None
         restarts = 0
         exit_code = 0
         try:
             while not self._stopping:
-                wait([p.sentinel for p in (http, pool) if p is not None], timeout=0.5)
+                wait([p.sentinel for p in (http, front, pool) if p is not None], timeout=0.5)
                 if self._stopping:
+                    break
+                if not front.is_alive():
+                    log.error("the intake front exited (code %s); stopping", front.exitcode)
+                    exit_code = front.exitcode or 1
                     break
                 if not http.is_alive():
                     log.error("the HTTP server exited (code %s); stopping", http.exitcode)
@@ -291,7 +312,8 @@ class Supervisor:
                     restarts += 1
                     pool = self._start_pool()
         finally:
-            self._shutdown(*(p for p in (http, pool) if p is not None))
+            self._shutdown(*(p for p in (front, http, pool) if p is not None))
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return exit_code
@@ -309,8 +331,15 @@ class Supervisor:
     def _start_http(self) -> multiprocessing.process.BaseProcess:
         process = self._ctx.Process(
             target=_http_main,
-            args=(self.config, self.bind, self.http_threads, self.role),
+            args=(self.config, f"unix:{self._upstream}", self.http_threads, self.role),
             name="sluice-http",
+        )
+        process.start()
+        return process
+
+    def _start_front(self) -> multiprocessing.process.BaseProcess:
+        process = self._ctx.Process(
+            target=_front_main, args=(self.bind, self._upstream), name="sluice-front"
         )
         process.start()
         return process

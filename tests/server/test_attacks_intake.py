@@ -7,14 +7,23 @@ oversized numbers or deep nesting.
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from bot.server.storage.queue import JobQueue, NewJob
 from bot.server.worker import WorkerPool, job_deadline_from_env
+from tests.botkit import SluiceServer, github_delivery, server_env
+
+DATA = Path(__file__).parents[1] / "data" / "webhooks"
+# The shipped liveness and readiness probes' timeoutSeconds (deploy/base/deployment.yaml).
+PROBE_TIMEOUT_S = 3.0
 
 
 def wait_until(predicate, timeout: float = 10.0) -> None:
@@ -73,3 +82,111 @@ def test_job_deadline_comes_from_the_environment() -> None:
     assert job_deadline_from_env({"SLUICE_JOB_DEADLINE_S": "90"}) == 90.0
     with pytest.raises(ValueError, match="SLUICE_JOB_DEADLINE_S: must be a positive number"):
         job_deadline_from_env({"SLUICE_JOB_DEADLINE_S": "-1"})
+
+
+# -- slow and idle clients against a real `sluice serve` --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SluiceServer]:
+    root = tmp_path_factory.mktemp("serve")
+    # A GitHub API nobody answers: deliveries are queued; the jobs' outcome is not the point.
+    env = server_env(root / "data", github_url="http://127.0.0.1:9", SLUICE_WORKERS="1")
+    server = SluiceServer(env, root / "serve.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _opened(number: int) -> dict:
+    payload = json.loads((DATA / "github_pull_request_opened.json").read_text())
+    payload["pull_request"]["number"] = number
+    return payload
+
+
+def _hold(server: SluiceServer, count: int, *, body_started: bool) -> list[socket.socket]:
+    """``count`` connections that send nothing, or headers and a trickle of a body."""
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        if body_started:
+            sock.sendall(
+                b"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'X-GitHub-Event: pull_request\r\nContent-Length: 100000\r\n\r\n{"a": '
+            )
+        held.append(sock)
+    return held
+
+
+def test_idle_and_slow_body_clients_cannot_starve_health_or_deliveries(
+    served: SluiceServer,
+) -> None:
+    held = _hold(served, 50, body_started=False) + _hold(served, 50, body_started=True)
+    try:
+        time.sleep(1.0)  # long enough for every held connection to reach the server
+        for attempt in range(3):
+            started = time.monotonic()
+            health = requests.get(f"{served.url}/healthz", timeout=PROBE_TIMEOUT_S)
+            assert health.status_code == 200
+            assert time.monotonic() - started < 1.0, attempt
+        started = time.monotonic()
+        delivery = served.github("pull_request", _opened(41))
+        assert delivery.status_code == 202, delivery.text
+        assert time.monotonic() - started < PROBE_TIMEOUT_S
+        for sock in held[50:60]:
+            sock.sendall(b"1")  # still trickling
+        ready = requests.get(f"{served.url}/readyz", timeout=PROBE_TIMEOUT_S)
+        assert ready.status_code in (200, 503)  # answered, whatever the pool's state
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_body_that_never_finishes_is_answered_408(served: SluiceServer) -> None:
+    [sock] = _hold(served, 1, body_started=True)
+    try:
+        sock.settimeout(40)
+        answer = sock.recv(4096).decode()
+    finally:
+        sock.close()
+    assert answer.startswith("HTTP/1.1 408")
+    assert "request body not received within 20s" in answer
+
+
+def test_a_connection_that_sends_nothing_is_closed(served: SluiceServer) -> None:
+    [sock] = _hold(served, 1, body_started=False)
+    try:
+        sock.settimeout(30)
+        started = time.monotonic()
+        assert sock.recv(4096) == b""
+        assert time.monotonic() - started < 15
+    finally:
+        sock.close()
+
+
+# -- signed deliveries with hostile JSON ----------------------------------------------------
+
+
+def test_a_5000_digit_number_in_a_signed_delivery_is_a_400(served: SluiceServer) -> None:
+    text = json.dumps(_opened(42)).replace('"number": 42', '"number": ' + "9" * 5000, 1)
+    response = served.session.post(
+        f"{served.url}/webhooks/github",
+        **github_delivery("pull_request", None, body=text.encode()),
+        timeout=PROBE_TIMEOUT_S,
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "body JSON has a number with too many digits"}
+
+
+def test_100k_deep_json_in_a_signed_delivery_is_a_400(served: SluiceServer) -> None:
+    body = b'{"action": "opened", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = served.session.post(
+        f"{served.url}/webhooks/github",
+        **github_delivery("pull_request", None, body=body),
+        timeout=PROBE_TIMEOUT_S,
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "body JSON is nested too deeply"}
+    # And the server is fine afterwards.
+    assert requests.get(f"{served.url}/healthz", timeout=PROBE_TIMEOUT_S).status_code == 200
