@@ -18,6 +18,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from bot.gitops import Git, export_tree
 
 FORMAT = "raw1"
 _META = ".meta"
+# Temporary trees next to the exports: an export being written, one being removed, a
+# render's confined tree (bot.render.tree.ExportTree.confined).
+_SCRATCH = (".export-", ".evict-", ".render-")
+STALE_SCRATCH_S = 3600
 
 
 class ExportCache:
@@ -119,9 +124,16 @@ class ExportCache:
         return True
 
     def _remove_strays(self) -> None:
-        """Exports in an older format (named by commit, made by ``git archive``)."""
+        """Exports in an older format (named by commit, made by ``git archive``), and
+        scratch trees that a killed process left behind (no render or export takes
+        :data:`STALE_SCRATCH_S`)."""
+        now = time.time()
         for path in self.root.iterdir():
-            if not path.name.startswith((".", f"{FORMAT}-")) and path.is_dir():
+            if path.name.startswith(_SCRATCH):
+                with contextlib.suppress(FileNotFoundError):
+                    if now - path.stat().st_mtime > STALE_SCRATCH_S:
+                        shutil.rmtree(path, ignore_errors=True)
+            elif not path.name.startswith((".", f"{FORMAT}-")) and path.is_dir():
                 _remove_tree(path)
 
     @contextlib.contextmanager

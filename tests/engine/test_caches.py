@@ -79,9 +79,12 @@ def test_an_export_in_the_old_format_is_never_served_and_is_cleared(repo: Repo, 
     stale.mkdir(parents=True)
     (stale / "a.yaml").write_bytes(b"x: smuggled\n")
     cache = ExportCache(tmp_path / "exports")
+    leftover = tmp_path / "exports" / ".render-crashed"  # a killed render's scratch tree
+    leftover.mkdir()
+    os.utime(leftover, (0, 0))
     with cache.lease(repo.git, sha) as root:
         assert (root / "a.yaml").read_bytes() == b"x: 1\n"
-    assert not stale.exists()
+    assert not stale.exists() and not leftover.exists()
 
 
 def test_many_pushes_stay_under_the_bound(repo: Repo, tmp_path: Path) -> None:
