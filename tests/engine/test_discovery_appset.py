@@ -184,3 +184,26 @@ def test_repo_url_patterns(tmp_path, url: str, local: bool) -> None:
     found = discover(tmp_path, {"a.yaml": app, "d/cm.yaml": CM})
     (found_app,) = found.apps
     assert bool(found_app.sources) is local
+
+
+def test_git_files_generator_file_change_affects_the_apps_it_generates(tmp_path) -> None:
+    generators = (
+        f"    - git: {{repoURL: '{REPO_URL}', revision: main, files: [{{path: 'envs/*.json'}}]}}\n"
+    )
+    repo = GitRepo(tmp_path / "repo")
+    repo.write(
+        {
+            ".sluice.yaml": "discover: {argocd: {}, repo_urls: ['github.com/acme/fleet']}\n"
+            "signatures: {mode: 'off'}\n",
+            "set.yaml": appset(generators, "web-{{cluster}}", path="apps/web"),
+            "envs/dev.json": '{"cluster": "dev"}',
+            "envs/prod.json": '{"cluster": "prod"}',
+            "apps/web/cm.yaml": CM,
+        }
+    )
+    base = repo.commit("fleet")
+    repo.write({"envs/prod.json": '{"cluster": "prod", "note": "x"}'})
+    head = repo.commit("touch the prod generator file")
+    report = repo.preview(base, head, tmp_path / "cache")
+    # Only the app generated from the changed file; its render is the same.
+    assert [(a.name, a.status) for a in report.apps] == [("argocd:web-prod", "unchanged")]

@@ -26,16 +26,20 @@ _MAX_PARAMS = 5000
 Params = dict[str, Any]
 
 
+# Where a parameter set came from (git files generator files): kept beside the parameters,
+# out of the templates' reach, so each generated app watches only its own files.
+_SOURCE = "\x00sluice-files"
+
+
 @dataclass
 class Expansion:
-    applications: list[dict[str, Any]] = field(default_factory=list)
-    files: set[str] = field(default_factory=set)
+    # (Application manifest, the generator files its parameters came from)
+    applications: list[tuple[dict[str, Any], tuple[str, ...]]] = field(default_factory=list)
 
 
 class _Generators:
     def __init__(self, ctx: Context, go: bool, where: str, limits: RenderLimits) -> None:
         self.ctx, self.go, self.where, self.limits = ctx, go, where, limits
-        self.files: set[str] = set()
         self._dirs: list[str] | None = None
         self._all_files: list[str] | None = None
 
@@ -77,7 +81,8 @@ class _Generators:
         out = []
         for left in self.run(generators[0]):
             for right in self.run(generators[1], left):
-                out.append(deep_merge(left, right) if self.go else {**left, **right})
+                combined = deep_merge(left, right) if self.go else {**left, **right}
+                out.append(_with_sources(combined, left, right))
                 if len(out) > _MAX_PARAMS:
                     raise RenderError(f"{self.where}: more than {_MAX_PARAMS} parameter sets")
         return out
@@ -90,7 +95,8 @@ class _Generators:
             for params in self.run(other):
                 for target in base:
                     if all(_get(target, k) == _get(params, k) for k in keys):
-                        target.update(deep_merge(target, params) if self.go else params)
+                        merged = deep_merge(target, params) if self.go else {**target, **params}
+                        target.update(_with_sources(merged, target, params))
         return base
 
     def _git(self, spec: dict[str, Any]) -> list[Params]:
@@ -121,7 +127,6 @@ class _Generators:
         for entry in entries:
             pattern = glob_regex(str(entry.get("path", "")))
             for rel in (f for f in self._all_files if pattern.fullmatch(f)):
-                self.files.add(rel)
                 data = load_yaml_document(
                     self.ctx.tree.read_bytes(rel, self.limits), rel, self.limits
                 )
@@ -146,7 +151,7 @@ class _Generators:
             if file:
                 name = posixpath.basename(file)
                 path |= {"filename": name, "filenameNormalized": _normalized(name)}
-            return {**content, "path": path}
+            return {**content, "path": path, **({_SOURCE: (file,)} if file else {})}
         params = _flatten(content)
         params |= {
             "path": directory,
@@ -157,6 +162,7 @@ class _Generators:
         if file:
             name = posixpath.basename(file)
             params |= {"path.filename": name, "path.filenameNormalized": _normalized(name)}
+            params[_SOURCE] = (file,)  # type: ignore[assignment]
         return params
 
 
@@ -177,7 +183,9 @@ def expand_appset(obj: dict[str, Any], file: str, ctx: Context, limits: RenderLi
     for generator in spec.get("generators") or []:
         if isinstance(generator, dict) and generator.get("template"):
             raise RenderError(f"{where}: generator-level templates are not supported by Sluice")
-        for params in generators.run(generator):
+        for generated in generators.run(generator):
+            params = dict(generated)
+            sources = tuple(sorted(set(params.pop(_SOURCE, ()))))
             render = (
                 GoTemplate(params, missing_error).render
                 if go
@@ -185,9 +193,15 @@ def expand_appset(obj: dict[str, Any], file: str, ctx: Context, limits: RenderLi
             )
             app = render_value(template, render)
             app = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", **app}
-            expansion.applications.append(app)
-    expansion.files = generators.files
+            expansion.applications.append((app, sources))
     return expansion
+
+
+def _with_sources(combined: Params, *parts: Params) -> Params:
+    sources = tuple(f for part in parts for f in part.get(_SOURCE, ()))
+    if sources:
+        combined[_SOURCE] = sources
+    return combined
 
 
 def _directories(ctx: Context) -> list[str]:

@@ -80,8 +80,7 @@ def _apps(file: str, obj: dict[str, Any], ctx: Context, limits: RenderLimits) ->
         return [application_app(obj, file, ctx)]
     if kind == "ApplicationSet":
         expansion = expand_appset(obj, file, ctx, limits)
-        watch = tuple(sorted(expansion.files))
-        return [application_app(app, file, ctx, watch) for app in expansion.applications]
+        return [application_app(app, file, ctx, files) for app, files in expansion.applications]
     if kind == "Kustomization":
         return [kustomization_app(obj, file, ctx, limits)]
     return [helmrelease_app(obj, file, ctx, limits)]
