@@ -232,7 +232,9 @@ def job_for(
         kind,
         event.forge,
         event.repo.full_name,
-        event.pr_key,
+        # Merges of one repository queue in one lane: whichever replica takes them, they
+        # deploy one after another in the order they arrived, never out of merge order.
+        f"{event.forge}:{event.repo.full_name}#merges" if kind == "merged" else event.pr_key,
         payload,
         head_sha=event.head_sha,
         supersedes=kind == "preview",
