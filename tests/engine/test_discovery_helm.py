@@ -195,3 +195,17 @@ def test_added_values_file_that_was_missing_is_found(repo, tmp_path) -> None:
     report = fleet.preview(base, head, tmp_path / "cache")
     assert list(by_name(report)) == ["argocd:shop"]
     assert "+  replicas: 9" in report.apps[0].changes[0].diff
+
+
+def test_helm_options_sluice_cannot_apply_are_errors_not_silent_differences(repo) -> None:
+    fleet, _ = repo
+    shop = SHOP.replace(
+        "releaseName: shop-prod",
+        "releaseName: shop-prod\n        fileParameters: [{name: cfg, path: files/cfg.txt}]",
+    )
+    fleet.write({"argocd/shop.yaml": shop})
+    found = discover_apps(fleet.root, SETTINGS)
+    assert "argocd:shop" not in {a.name for a in found.apps}
+    assert found.errors == [
+        "argocd/shop.yaml: Application shop: helm.fileParameters is not supported by Sluice"
+    ]

@@ -19,6 +19,11 @@ from bot.render.discovery.context import Context, canonical, repo_dir
 from bot.render.limits import RenderError
 
 KINDS = {"Application", "ApplicationSet"}
+# Helm options Sluice applies as Argo CD does (the rest would change the render unseen).
+_HELM_FIELDS = {
+    "releaseName", "valueFiles", "ignoreMissingValueFiles", "values", "valuesObject",
+    "parameters", "passCredentials", "version",
+}  # fmt: skip
 
 
 def is_argocd(obj: dict[str, Any]) -> bool:
@@ -110,6 +115,9 @@ def _source(
     if isinstance(raw.get("helm"), dict):
         renderer = "helm"
         helm_spec = raw["helm"]
+        unsupported = sorted(set(helm_spec) - _HELM_FIELDS)
+        if unsupported:
+            raise RenderError(f"{where}: helm.{unsupported[0]} is not supported by Sluice")
         values: list[str] = []
         for ref in helm_spec.get("valueFiles") or []:
             ref = str(ref)
