@@ -28,7 +28,7 @@ from bot.render.sandbox import MIB, ChildLimits, Sandbox, go_env, kill_group, of
 
 # What Python and Helm's engine need before any chart is loaded (measured: ~150 MiB of
 # writable mappings); the render's own allowance comes on top of it.
-WORKER_BASE_MEMORY = 256 * MIB
+WORKER_BASE_MEMORY = 192 * MIB
 _TICK_S = 0.05
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -114,6 +114,12 @@ class HelmPool:
         self, request: dict[str, Any], *, subject: str, limits: RenderLimits, deadline: float
     ) -> dict[str, Any]:
         """Send one render request; raise :class:`RenderError` on overrun."""
+        with self._sandbox.slots.hold(deadline, subject, limits.timeout_s):
+            return self._render(request, subject=subject, limits=limits, deadline=deadline)
+
+    def _render(
+        self, request: dict[str, Any], *, subject: str, limits: RenderLimits, deadline: float
+    ) -> dict[str, Any]:
         worker = self._take(limits, deadline, subject)
         cpu_start = worker.cpu_s()
         try:

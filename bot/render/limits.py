@@ -34,7 +34,7 @@ class RenderLimits:
     max_yaml_depth: int = 100
     timeout_s: float = 60.0
     # A renderer child process: its writable memory (RLIMIT_DATA) and CPU seconds.
-    max_memory_bytes: int = 512 * MIB
+    max_memory_bytes: int = 320 * MIB
     cpu_s: float = 30.0
 
     # Not a limit: the installation's fingerprint key (bot.diff.secrets), so a renderer

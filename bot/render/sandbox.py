@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.render.limits import RenderError, RenderLimits
+from bot.render.slots import RenderSlots
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ def offline_env(home: str | os.PathLike[str], extra: Mapping[str, str] | None = 
 class Sandbox:
     """Starts confined children. Probes once which network isolation the kernel allows."""
 
-    def __init__(self, isolation: str | None = None) -> None:
+    def __init__(self, isolation: str | None = None, slots: RenderSlots | None = None) -> None:
+        self.slots = slots or RenderSlots.from_env(os.environ)
         self._lock = threading.Lock()
         self._isolation = isolation
         self._cpu_used_s = 0.0
@@ -338,18 +340,19 @@ def run(
     ``subject`` names the app in messages. A non-zero exit is returned, not raised:
     the caller knows how to explain its renderer's errors.
     """
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise RenderError(f"{subject}: render timed out after {limits.timeout_s:g}s")
-    child = ChildLimits(
-        memory_bytes=limits.max_memory_bytes,
-        cpu_s=limits.cpu_s,
-        wall_s=remaining,
-        max_output_bytes=limits.max_output_bytes,
-    )
-    result = (sandbox or Sandbox()).run(
-        command, limits=child, env_extra={**go_env(limits.max_memory_bytes), **(env_extra or {})}
-    )
+    box = sandbox or Sandbox()
+    with box.slots.hold(deadline, subject, limits.timeout_s):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RenderError(f"{subject}: render timed out after {limits.timeout_s:g}s")
+        child = ChildLimits(
+            memory_bytes=limits.max_memory_bytes,
+            cpu_s=limits.cpu_s,
+            wall_s=remaining,
+            max_output_bytes=limits.max_output_bytes,
+        )
+        env = {**go_env(limits.max_memory_bytes), **(env_extra or {})}
+        result = box.run(command, limits=child, env_extra=env)
     if result.killed == WALL_CLOCK:
         raise RenderError(f"{subject}: render timed out after {limits.timeout_s:g}s")
     if result.killed is not None:

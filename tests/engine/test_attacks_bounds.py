@@ -32,6 +32,7 @@ from bot.render.globs import Glob
 from bot.render.kustomize import find_kubectl, run_kustomize
 from bot.render.limits import PreviewBudget
 from bot.render.sandbox import PROXY_ONLY, Sandbox
+from bot.render.slots import RenderSlots
 from bot.render.tree import ExportTree
 
 CM = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: {value}\n"
@@ -550,3 +551,37 @@ def test_cli_preview_with_an_endless_helm_loop_exits_with_that_apps_error(tmp_pa
     apps = {a["name"]: a for a in json.loads(proc.stdout)["apps"]}
     assert apps["loop"]["error"] == "charts/loop: render timed out after 2s"
     assert apps["ok"]["status"] == "changed"
+
+
+def test_render_slots_bound_renders_across_processes(tmp_path: Path) -> None:
+    """Many diamonds at once cannot multiply the per-render memory cap: renders queue."""
+    write(tmp_path, "apps/a/kustomization.yaml", "resources: [cm.yaml]\n")
+    write(tmp_path, "apps/a/cm.yaml", CM.format(name="a", value="v"))
+    slots = RenderSlots(1, tmp_path / "slots")
+    slots.directory.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(slots.directory / 'slot-0')!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with RenderEngine(sandbox=Sandbox(slots=slots)) as engine:
+            app = App(name="a", path="apps/a")
+            waited = engine.render(app, tmp_path, limits=RenderLimits(timeout_s=1))
+            assert waited.error == (
+                "apps/a: render timed out after 1s "
+                "(waiting for one of 1 render slots, SLUICE_RENDER_SLOTS)"
+            )
+            holder.kill()
+            holder.wait(10)
+            assert engine.render(app, tmp_path).error is None
+    finally:
+        holder.kill()
+        holder.wait(10)
