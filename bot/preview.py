@@ -75,6 +75,9 @@ class PreviewOptions:
     limits: RenderLimits = field(default_factory=lambda: RenderLimits.from_env(os.environ))
     budget: PreviewBudget = field(default_factory=lambda: PreviewBudget.from_env(os.environ))
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    # URL patterns naming this repository in Argo CD / Flux sources (server config),
+    # used when .sluice.yaml sets no discover.repo_urls.
+    repo_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,8 @@ def run_preview(
         exports.lease(git, base_sha) as base_root,
         exports.lease(git, head_sha, like=base_sha) as head_root,
     ):
-        base = _load_side(git, base_root, base_sha)
-        head = _load_side(git, head_root, head_sha)
+        base = _load_side(git, base_root, base_sha, options.repo_urls)
+        head = _load_side(git, head_root, head_sha, options.repo_urls)
         report = Report(base=base_sha, head=head_sha, verdict="pass")
         if base.config is None:
             # Without the base's gate settings there is no trustworthy gate: fail closed.
@@ -126,18 +129,20 @@ def run_preview(
     return report
 
 
-def repo_app_names(git: Git, sha: str, cache_dir: Path) -> list[str]:
+def repo_app_names(
+    git: Git, sha: str, cache_dir: Path, repo_urls: tuple[str, ...] = ()
+) -> list[str]:
     """Every app at ``sha``: declared in .sluice.yaml or discovered from Argo CD / Flux."""
     with ExportCache(cache_dir / "exports").lease(git, sha) as root:
-        side = _load_side(git, root, sha)
+        side = _load_side(git, root, sha, repo_urls)
     return sorted(app.name for app in (side.config.apps if side.config else ()))
 
 
-def _load_side(git: Git, root: Path, sha: str) -> _Side:
+def _load_side(git: Git, root: Path, sha: str, repo_urls: tuple[str, ...] = ()) -> _Side:
     raw = git.read_file(sha, REPO_CONFIG_FILE)
     if raw is None:
         # No .sluice.yaml: adopt the repo's Argo CD / Flux apps, if it has any.
-        found = discover_apps(root, DISCOVER_EVERYTHING)
+        found = discover_apps(root, replace(DISCOVER_EVERYTHING, repo_urls=repo_urls))
         if not found.apps and not found.errors:
             message = f"{REPO_CONFIG_FILE} not found, and no Argo CD or Flux apps were found"
             return _Side(sha, root, None, message)
@@ -151,7 +156,8 @@ def _load_side(git: Git, root: Path, sha: str) -> _Side:
         return _Side(sha, root, None, str(exc))
     if config.discover is None:
         return _Side(sha, root, config, None)
-    found = discover_apps(root, config.discover)
+    settings = config.discover
+    found = discover_apps(root, replace(settings, repo_urls=settings.repo_urls or repo_urls))
     declared = {app.name for app in config.apps}
     errors = [*found.errors]
     errors += [

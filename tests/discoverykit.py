@@ -37,8 +37,12 @@ class GitRepo:
         self.git("commit", "-q", "--allow-empty", "-m", message)
         return self.git("rev-parse", "HEAD")
 
-    def preview(self, base: str, head: str, cache: Path, *, all_apps: bool = False) -> Report:
-        options = PreviewOptions(cache_dir=cache, workers=2, all_apps=all_apps)
+    def preview(
+        self, base: str, head: str, cache: Path, *, all_apps: bool = False, repo_urls=()
+    ) -> Report:
+        options = PreviewOptions(
+            cache_dir=cache, workers=2, all_apps=all_apps, repo_urls=tuple(repo_urls)
+        )
         return run_preview(self.root, base, head, options)
 
 

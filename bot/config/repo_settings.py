@@ -62,6 +62,8 @@ class RepoSettings:
     ledger_branch: str = DEFAULT_LEDGER_BRANCH
     #: Moved to each approved merge (for Argo CD / Flux to track); None: off.
     deploy_branch: str | None = None
+    #: URL patterns naming this repository in Argo CD / Flux manifests (discovery).
+    repo_urls: tuple[str, ...] = ()
 
     def matches(self, forge: str, full_name: str) -> bool:
         pattern = self.match.lower()

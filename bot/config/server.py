@@ -15,6 +15,7 @@ file adds per-repo settings, Atlantis-allowlist-like::
         tracked_branch: main            # merges into it deploy
         ledger_branch: sluice/ledger
         deploy_branch: sluice/approved  # moved to each approved merge; default off
+        repo_urls: ["https://github.com/org/fleet*"]  # this repo in Argo CD / Flux sources
 
 Deploys (merge-to-deploy) read ``SLUICE_PULLER_URL`` / ``SLUICE_PULLER_TOKEN``, the
 bot's signing key (``SLUICE_SIGNING_METHOD`` / ``SLUICE_SIGNING_KEY`` /

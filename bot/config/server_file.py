@@ -23,7 +23,7 @@ _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 _REPO_FIELDS = {
     "match", "commands", "policy_owners", "draft_previews", "policy_engine", "opa_url",
-    "required_approvals", "tracked_branch", "ledger_branch", "deploy_branch",
+    "required_approvals", "tracked_branch", "ledger_branch", "deploy_branch", "repo_urls",
 }  # fmt: skip
 _TOP_FIELDS = {"repos", "policy_engine", "opa_url"}
 _RULE_FIELDS = {"permission", "users", "teams"}
@@ -141,7 +141,16 @@ def _parse_repo(
         tracked_branch=_parse_branch(raw, "tracked_branch", DEFAULT_TRACKED_BRANCH, where),
         ledger_branch=_parse_branch(raw, "ledger_branch", DEFAULT_LEDGER_BRANCH, where),
         deploy_branch=_parse_deploy_branch(raw, where),
+        repo_urls=_parse_repo_urls(raw.get("repo_urls"), where),
     )
+
+
+def _parse_repo_urls(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(v, str) and v.strip() for v in raw):
+        raise ConfigError(f"{where}: repo_urls: must be a list of URL patterns")
+    return tuple(v.strip() for v in raw)
 
 
 def _parse_deploy_branch(raw: dict[str, Any], where: str) -> str | None:

@@ -76,6 +76,7 @@ class Gates:
             cache_dir=self.desk.cache_dir,
             extra_apps=only_apps,
             only_apps=only_apps,
+            repo_urls=settings.repo_urls,
         )
         try:
             report = run_preview(git.path, base, head, options)

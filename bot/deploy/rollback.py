@@ -54,7 +54,7 @@ class Rollback:
         ledger = writer.open(forge, git, pr.repo, settings)
         # Apps of .sluice.yaml and those discovered from Argo CD / Flux manifests.
         tracked = git.resolve(f"refs/heads/{settings.tracked_branch}")
-        known = repo_app_names(git, tracked, desk.cache_dir)
+        known = repo_app_names(git, tracked, desk.cache_dir, settings.repo_urls)
         unknown = [a for a in apps if a not in known]
         if unknown:
             return f"`/rollback`: no app named {names(unknown)} in `.sluice.yaml`."

@@ -95,8 +95,9 @@ def test_config(tmp_path: Path) -> None:
     path.write_text("repos:\n  - {match: '*', deploy_branch: sluice/approved}\n")
     (settings,) = load_repo_settings(path)
     assert settings.deploy_branch == "sluice/approved"
-    path.write_text("repos:\n  - {match: '*'}\n")
+    path.write_text("repos:\n  - {match: '*', repo_urls: ['https://github.com/acme/fleet*']}\n")
     assert load_repo_settings(path)[0].deploy_branch is None
+    assert load_repo_settings(path)[0].repo_urls == ("https://github.com/acme/fleet*",)
     path.write_text("repos:\n  - {match: '*', deploy_branch: main}\n")
     with pytest.raises(ConfigError, match="deploy_branch: must differ from tracked_branch"):
         load_repo_settings(path)

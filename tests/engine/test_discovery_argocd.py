@@ -237,3 +237,22 @@ def test_repo_without_sluice_yaml_tries_both_engines_and_says_what_it_found(repo
     # No repo_urls: the URL is assumed to be this repo because its paths exist, and said so.
     assert any(note.startswith(f"assumed {REPO_URL} is this repository") for note in report.notes)
     assert [a.name for a in report.apps] == ["argocd:svc-web"]
+
+
+def test_repo_urls_from_the_server_config_name_this_repository(repo, tmp_path) -> None:
+    fleet, _ = repo
+    fleet.remove(".sluice.yaml")
+    base = fleet.commit("no config")
+    fleet.write(
+        {"apps/services/web/kustomization.yaml": "resources: [../../base]\nnamePrefix: x-\n"}
+    )
+    head = fleet.commit("change web")
+    report = fleet.preview(base, head, tmp_path / "cache", repo_urls=["github.com/acme/*"])
+    assert report.errors == []
+    assert not any(note.startswith("assumed") for note in report.notes)
+    assert [(a.name, a.status) for a in report.apps] == [("argocd:svc-web", "changed")]
+    # A pattern that does not name this repo: its sources are external, shown as such.
+    report = fleet.preview(
+        base, head, tmp_path / "cache", repo_urls=["gitlab.com/other/*"], all_apps=True
+    )
+    assert {a.status for a in report.apps} == {"not-rendered"}

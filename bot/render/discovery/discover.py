@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.config.repo import ANY_APP_NAME, DiscoverSettings
-from bot.models import App
+from bot.config.repo import DiscoverSettings
+from bot.models import ANY_APP_NAME, App
 from bot.render.affected import glob_regex
 from bot.render.discovery.appset import expand_appset
 from bot.render.discovery.argocd import application_app, is_argocd

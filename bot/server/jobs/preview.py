@@ -133,6 +133,7 @@ class PreviewJobs:
             policy_backend=settings.policy_engine,
             opa_url=settings.opa_url,
             cache_dir=self.ctx.cache_dir,
+            repo_urls=settings.repo_urls,
         )
         try:
             return run_preview(git.path, base, head, options)
