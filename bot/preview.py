@@ -129,13 +129,19 @@ def run_preview(
     return report
 
 
-def repo_app_names(
+def repo_apps(
     git: Git, sha: str, cache_dir: Path, repo_urls: tuple[str, ...] = ()
-) -> list[str]:
+) -> tuple[App, ...]:
     """Every app at ``sha``: declared in .sluice.yaml or discovered from Argo CD / Flux."""
     with ExportCache(cache_dir / "exports").lease(git, sha) as root:
         side = _load_side(git, root, sha, repo_urls)
-    return sorted(app.name for app in (side.config.apps if side.config else ()))
+    return side.config.apps if side.config else ()
+
+
+def repo_app_names(
+    git: Git, sha: str, cache_dir: Path, repo_urls: tuple[str, ...] = ()
+) -> list[str]:
+    return sorted(app.name for app in repo_apps(git, sha, cache_dir, repo_urls))
 
 
 def _load_side(git: Git, root: Path, sha: str, repo_urls: tuple[str, ...] = ()) -> _Side:

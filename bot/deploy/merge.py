@@ -30,13 +30,14 @@ from bot.deploy.deploy_branch import (
 )
 from bot.deploy.desk import DeployDesk
 from bot.deploy.follow import PullerFollower
-from bot.deploy.gates import GateResult, Gates, gate_config
+from bot.deploy.gates import GateResult, Gates
 from bot.deploy.ledger import LedgerEntry
 from bot.deploy.ledger_writer import LedgerWriter, http_url
 from bot.deploy.pins import repo_key
 from bot.exports import ExportCache
 from bot.forge.base import Forge, ForgeError, PullRequest, RepoRef
 from bot.gitops import Git, GitError
+from bot.preview import repo_apps
 from bot.render import affected_apps
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,8 @@ class MergePromotion:
         if requeue is None or pr.merge_sha is None:
             return
         try:
-            config = gate_config(git, pr.merge_sha)
-            deployed = [a for a in config.apps if a.name in apps]
+            known = repo_apps(git, pr.merge_sha, self.desk.cache_dir, settings.repo_urls)
+            deployed = [a for a in known if a.name in apps]  # discovered apps too
             exports = ExportCache(self.desk.cache_dir / "exports")
             with exports.lease(git, pr.merge_sha) as root:
                 for other in forge.open_pull_requests(pr.repo, settings.tracked_branch):
