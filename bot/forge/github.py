@@ -13,18 +13,11 @@ is looked up per repository (``GET /repos/{owner}/{repo}/installation``).
 
 from __future__ import annotations
 
-import math
-import threading
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from github import Auth, Github, GithubIntegration
 from github.GithubException import GithubException, RateLimitExceededException
 
 from bot.forge.base import (
@@ -37,6 +30,9 @@ from bot.forge.base import (
     RepoRef,
     StatusState,
 )
+from bot.forge.calls import ForgeCalls, truncate
+from bot.forge.github_auth import GitHubClients
+from bot.forge.github_values import PER_PAGE, comment, permission, pull_request, repo_path
 from bot.forge.retry import Retrier, TransientError, WritePacer, wait_hint
 
 T = TypeVar("T")
@@ -49,7 +45,6 @@ MAX_LISTED_FILES = 3000
 STANDING_REVIEW_STATES = frozenset({"APPROVED", "CHANGES_REQUESTED", "DISMISSED"})
 # Docs: on a secondary rate limit without Retry-After, wait at least a minute.
 SECONDARY_LIMIT_WAIT_S = 60.0
-PER_PAGE = 100
 
 
 class GitHubForge(Forge):
@@ -67,30 +62,17 @@ class GitHubForge(Forge):
         write_pacer: WritePacer | None = None,
         retrier: Retrier | None = None,
     ) -> None:
-        if token and (app_id is not None or private_key):
-            raise ValueError("give either a token or a GitHub App (app_id, private_key), not both")
-        if not token and (app_id is None or not private_key):
-            raise ValueError("GitHub needs a token, or an app_id with its private_key")
-        if installation_id is not None and (token or installation_id <= 0):
-            raise ValueError("installation_id must be a positive id, and only with a GitHub App")
-        if private_key:
-            _check_private_key(private_key)
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        self._base_url = base_url.rstrip("/")
-        self._token = token or None
-        self._app_auth = (
-            Auth.AppAuth(app_id, private_key) if app_id is not None and private_key else None
+        self._clients = GitHubClients(
+            base_url=base_url,
+            token=token,
+            app_id=app_id,
+            private_key=private_key,
+            installation_id=installation_id,
+            timeout_s=timeout_s,
         )
-        self._installation_id = installation_id
-        # PyGithub only takes whole seconds.
-        self._timeout = max(1, math.ceil(timeout_s))
+        self._token = self._clients.token
         self._pacer = write_pacer or WritePacer()
-        self._retrier = retrier or Retrier()
-        self._lock = threading.Lock()
-        self._clients: dict[int | None, Github] = {}
-        self._installation_auths: dict[int, Auth.AppInstallationAuth] = {}
-        self._repo_installations: dict[str, int] = {}
+        self._calls = ForgeCalls(retrier or Retrier(), self._pacer, self._token, "***")
         self._login: str | None = None
 
     # -- Forge -------------------------------------------------------------------
@@ -101,16 +83,16 @@ class GitHubForge(Forge):
         return self._login
 
     def get_pull_request(self, repo: RepoRef, number: int) -> PullRequest:
-        path = f"{_repo_path(repo)}/pulls/{int(number)}"
+        path = f"{repo_path(repo)}/pulls/{int(number)}"
         data = self._call(
             f"read pull request {repo.full_name}#{number}",
             lambda: self._get(repo, path),
         )
-        return _pull_request(repo, data)
+        return pull_request(repo, data)
 
     def changed_files(self, pr: PullRequest) -> list[str]:
         def fetch() -> list[str]:
-            pull = self._client(pr.repo).get_repo(pr.repo.full_name).get_pull(pr.number)
+            pull = self._clients.client(pr.repo).get_repo(pr.repo.full_name).get_pull(pr.number)
             names: dict[str, None] = {}
             count = 0
             for changed in pull.get_files():
@@ -130,7 +112,7 @@ class GitHubForge(Forge):
 
     def list_comments(self, pr: PullRequest) -> list[Comment]:
         def fetch() -> list[Comment]:
-            issue = self._client(pr.repo).get_repo(pr.repo.full_name).get_issue(pr.number)
+            issue = self._clients.client(pr.repo).get_repo(pr.repo.full_name).get_issue(pr.number)
             return [
                 Comment(
                     id=c.id,
@@ -144,45 +126,45 @@ class GitHubForge(Forge):
         return self._call(f"list comments of {pr.repo.full_name}#{pr.number}", fetch)
 
     def create_comment(self, pr: PullRequest, body: str) -> Comment:
-        path = f"{_repo_path(pr.repo)}/issues/{int(pr.number)}/comments"
+        path = f"{repo_path(pr.repo)}/issues/{int(pr.number)}/comments"
         data = self._call(
             f"comment on {pr.repo.full_name}#{pr.number}",
             lambda: self._write(pr.repo, "POST", path, {"body": body}),
         )
-        return _comment(data)
+        return comment(data)
 
     def edit_comment(self, pr: PullRequest, comment_id: int, body: str) -> Comment:
-        path = f"{_repo_path(pr.repo)}/issues/comments/{int(comment_id)}"
+        path = f"{repo_path(pr.repo)}/issues/comments/{int(comment_id)}"
         data = self._call(
             f"edit comment {comment_id} on {pr.repo.full_name}",
             lambda: self._write(pr.repo, "PATCH", path, {"body": body}),
         )
-        return _comment(data)
+        return comment(data)
 
     def list_commit_comments(self, repo: RepoRef, sha: str) -> list[Comment]:
-        path = f"{_repo_path(repo)}/commits/{quote(sha, safe='')}/comments"
+        path = f"{repo_path(repo)}/commits/{quote(sha, safe='')}/comments"
         items = self._call(
             f"list comments on {repo.full_name}@{sha[:12]}", lambda: self._get_all(repo, path)
         )
-        return [_comment(item) for item in items]
+        return [comment(item) for item in items]
 
     def create_commit_comment(self, repo: RepoRef, sha: str, body: str) -> Comment:
-        path = f"{_repo_path(repo)}/commits/{quote(sha, safe='')}/comments"
+        path = f"{repo_path(repo)}/commits/{quote(sha, safe='')}/comments"
         data = self._call(
             f"comment on {repo.full_name}@{sha[:12]}",
             lambda: self._write(repo, "POST", path, {"body": body}),
         )
-        return _comment(data)
+        return comment(data)
 
     def edit_commit_comment(
         self, repo: RepoRef, sha: str, comment_id: int, body: str
     ) -> Comment | None:
-        path = f"{_repo_path(repo)}/comments/{int(comment_id)}"
+        path = f"{repo_path(repo)}/comments/{int(comment_id)}"
         data = self._call(
             f"edit commit comment {comment_id} on {repo.full_name}",
             lambda: self._write(repo, "PATCH", path, {"body": body}),
         )
-        return _comment(data)
+        return comment(data)
 
     def set_status(
         self,
@@ -198,7 +180,7 @@ class GitHubForge(Forge):
         status: dict[str, Any] = {
             "state": state,
             "context": context,
-            "description": _truncate(description, STATUS_DESCRIPTION_LIMIT),
+            "description": truncate(description, STATUS_DESCRIPTION_LIMIT),
         }
         if target_url:
             status["target_url"] = target_url
@@ -207,27 +189,27 @@ class GitHubForge(Forge):
         def post() -> None:
             # Statuses are append-only on GitHub; skipping an identical repeat saves a
             # content write (the scarce resource) on re-runs and webhook redeliveries.
-            current = self._get(repo, f"{_repo_path(repo)}/commits/{commit}/status")
+            current = self._get(repo, f"{repo_path(repo)}/commits/{commit}/status")
             for existing in current.get("statuses") or []:
                 if existing.get("context") == context and all(
                     existing.get(key) == value for key, value in status.items()
                 ):
                     return
-            self._write(repo, "POST", f"{_repo_path(repo)}/statuses/{commit}", status)
+            self._write(repo, "POST", f"{repo_path(repo)}/statuses/{commit}", status)
 
         self._call(f"set status {context!r} on {repo.full_name}@{sha[:12]}", post)
 
     def add_reaction(self, pr: PullRequest, comment_id: int, reaction: str) -> None:
         if reaction not in REACTIONS:
             raise ValueError(f"GitHub has no reaction {reaction!r}; use one of {sorted(REACTIONS)}")
-        path = f"{_repo_path(pr.repo)}/issues/comments/{int(comment_id)}/reactions"
+        path = f"{repo_path(pr.repo)}/issues/comments/{int(comment_id)}/reactions"
         self._call(
             f"react to comment {comment_id} on {pr.repo.full_name}",
             lambda: self._write(pr.repo, "POST", path, {"content": reaction}),
         )
 
     def permission(self, repo: RepoRef, user: str) -> Permission:
-        path = f"{_repo_path(repo)}/collaborators/{quote(user, safe='')}/permission"
+        path = f"{repo_path(repo)}/collaborators/{quote(user, safe='')}/permission"
 
         def fetch() -> Permission:
             try:
@@ -236,7 +218,7 @@ class GitHubForge(Forge):
                 if exc.status == 404:
                     return Permission.NONE
                 raise
-            return _permission(data)
+            return permission(data)
 
         return self._call(f"read {user}'s permission on {repo.full_name}", fetch)
 
@@ -266,13 +248,13 @@ class GitHubForge(Forge):
             return ("x-access-token", self._token)
 
         def token() -> str:
-            installation_id = self._installation_for(repo)
-            return self._installation_auth(installation_id).token
+            installation_id = self._clients.installation_for(repo)
+            return self._clients.installation_auth(installation_id).token
 
         return ("x-access-token", self._call(f"get a token for {repo.full_name}", token))
 
     def approvals(self, pr: PullRequest) -> list[Approval]:
-        path = f"{_repo_path(pr.repo)}/pulls/{int(pr.number)}/reviews"
+        path = f"{repo_path(pr.repo)}/pulls/{int(pr.number)}/reviews"
 
         def fetch() -> list[Approval]:
             # Reviews come oldest first; a reviewer's latest standing review counts.
@@ -292,22 +274,22 @@ class GitHubForge(Forge):
     def create_pull_request(
         self, repo: RepoRef, head_branch: str, base_branch: str, title: str, body: str
     ) -> PullRequest:
-        path = f"{_repo_path(repo)}/pulls"
+        path = f"{repo_path(repo)}/pulls"
         request = {"title": title, "head": head_branch, "base": base_branch, "body": body}
         data = self._call(
             f"open a pull request {head_branch} -> {base_branch} in {repo.full_name}",
             lambda: self._write(repo, "POST", path, request),
         )
-        return _pull_request(repo, data)
+        return pull_request(repo, data)
 
     def open_pull_requests(self, repo: RepoRef, base_branch: str) -> list[PullRequest]:
-        path = f"{_repo_path(repo)}/pulls"
+        path = f"{repo_path(repo)}/pulls"
         params = {"state": "open", "base": base_branch}
         items = self._call(
             f"list open pull requests into {base_branch} of {repo.full_name}",
             lambda: self._get_all(repo, path, params),
         )
-        return [_pull_request(repo, item) for item in items]
+        return [pull_request(repo, item) for item in items]
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -318,7 +300,7 @@ class GitHubForge(Forge):
             try:
                 return fn()
             except GithubException as exc:
-                raise self._translate(operation, exc) from None
+                raise _translate(operation, exc, self._calls.scrub) from None
             except (
                 requests.ConnectionError,
                 requests.Timeout,
@@ -328,41 +310,15 @@ class GitHubForge(Forge):
                     f"{operation}: {_connection_problem(exc)}", status=None
                 ) from None
 
-        try:
-            return self._retrier.call(operation, attempt)
-        except ForgeError as exc:
-            message = self._redact(str(exc))
-            if message == str(exc):
-                raise
-            raise ForgeError(message, status=exc.status, transient=exc.transient) from None
-
-    def _translate(self, operation: str, exc: GithubException) -> Exception:
-        headers = {k: str(v) for k, v in (exc.headers or {}).items()}
-        message = self._redact(_server_message(exc))
-        status = exc.status
-        limited = isinstance(exc, RateLimitExceededException) or (
-            status == 403 and headers.get("x-ratelimit-remaining") == "0"
-        )
-        if status >= 500 or status == 429 or limited:
-            hint = wait_hint(headers)
-            if hint is None and (status == 429 or limited):
-                hint = SECONDARY_LIMIT_WAIT_S
-            return TransientError(
-                f"{operation}: GitHub answered {status}: {message}", status=status, wait_s=hint
-            )
-        return ForgeError(f"{operation}: GitHub answered {status}: {message}", status=status)
-
-    def _redact(self, text: str) -> str:
-        # Installation tokens never reach messages: PyGithub keeps them in headers only.
-        return text.replace(self._token, "***") if self._token else text
+        return self._calls.run(operation, attempt)
 
     def _get(self, repo: RepoRef | None, path: str) -> Any:
-        _, data = self._client(repo).requester.requestJsonAndCheck("GET", path)
+        _, data = self._clients.client(repo).requester.requestJsonAndCheck("GET", path)
         return data
 
     def _get_all(self, repo: RepoRef, path: str, params: dict[str, str] | None = None) -> list[Any]:
         """Every item of a paginated list, following the ``Link: rel="next"`` headers."""
-        requester = self._client(repo).requester
+        requester = self._clients.client(repo).requester
         items: list[Any] = []
         url: str | None = path
         query: dict[str, Any] | None = {**(params or {}), "per_page": PER_PAGE}
@@ -376,147 +332,34 @@ class GitHubForge(Forge):
 
     def _write(self, repo: RepoRef, verb: str, path: str, body: dict[str, Any]) -> Any:
         with self._pacer.slot():
-            _, data = self._client(repo).requester.requestJsonAndCheck(verb, path, input=body)
+            _, data = self._clients.client(repo).requester.requestJsonAndCheck(
+                verb, path, input=body
+            )
         return data
 
     def _fetch_login(self) -> str:
-        if self._app_auth is None:
+        if self._clients.app_auth is None:
             return str(self._get(None, "/user")["login"])
         # Installation tokens cannot read /user; an app posts as "<slug>[bot]".
-        return f"{self._integration().get_app().slug}[bot]"
-
-    def _client_options(self) -> dict[str, Any]:
-        return {
-            "base_url": self._base_url,
-            "timeout": self._timeout,
-            "per_page": PER_PAGE,
-            "user_agent": "sluice",
-            "retry": None,
-            "seconds_between_requests": None,
-            "seconds_between_writes": None,
-            "lazy": True,
-        }
-
-    def _integration(self) -> GithubIntegration:
-        assert self._app_auth is not None
-        return GithubIntegration(auth=self._app_auth, **self._client_options())
-
-    def _client(self, repo: RepoRef | None) -> Github:
-        if self._app_auth is None:
-            key = None
-        elif repo is None:
-            raise AssertionError("an app client needs a repository")
-        else:
-            key = self._installation_for(repo)
-        with self._lock:
-            client = self._clients.get(key)
-        if client is not None:
-            return client
-        if key is None:
-            auth: Auth.Auth = Auth.Token(self._token or "")
-        else:
-            auth = self._installation_auth(key)
-        client = Github(auth=auth, **self._client_options())
-        with self._lock:
-            return self._clients.setdefault(key, client)
-
-    def _installation_auth(self, installation_id: int) -> Auth.AppInstallationAuth:
-        assert self._app_auth is not None
-        with self._lock:
-            auth = self._installation_auths.get(installation_id)
-            if auth is None:
-                auth = self._app_auth.get_installation_auth(
-                    installation_id, requester=self._integration().requester
-                )
-                self._installation_auths[installation_id] = auth
-            return auth
-
-    def _installation_for(self, repo: RepoRef) -> int:
-        if self._installation_id is not None:
-            return self._installation_id
-        with self._lock:
-            known = self._repo_installations.get(repo.full_name)
-        if known is not None:
-            return known
-        owner, name = _split_full_name(repo)
-        installation = self._integration().get_repo_installation(owner, name)
-        with self._lock:
-            self._repo_installations[repo.full_name] = installation.id
-        return installation.id
+        return f"{self._clients.integration().get_app().slug}[bot]"
 
 
-# -- translation of GitHub JSON into Forge values -----------------------------------
-
-
-def _split_full_name(repo: RepoRef) -> tuple[str, str]:
-    owner, slash, name = repo.full_name.partition("/")
-    if not owner or not slash or not name or "/" in name:
-        raise ValueError(f"GitHub repository must be 'owner/name', got {repo.full_name!r}")
-    return owner, name
-
-
-def _repo_path(repo: RepoRef) -> str:
-    owner, name = _split_full_name(repo)
-    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
-
-
-def _pull_request(repo: RepoRef, data: dict[str, Any]) -> PullRequest:
-    base, head = data["base"], data["head"]
-    base_repo = base.get("repo") or {}
-    head_repo = head.get("repo")  # None once a fork is deleted
-    merged = bool(data.get("merged"))
-    return PullRequest(
-        repo=replace(repo, clone_url=repo.clone_url or base_repo.get("clone_url", "")),
-        number=int(data["number"]),
-        title=data.get("title") or "",
-        author=(data.get("user") or {}).get("login", ""),
-        base_ref=base["ref"],
-        base_sha=base["sha"],
-        head_ref=head["ref"],
-        head_sha=head["sha"],
-        is_fork=head_repo is None or head_repo.get("full_name") != base_repo.get("full_name"),
-        draft=bool(data.get("draft")),
-        state="merged" if merged else ("open" if data.get("state") == "open" else "closed"),
-        url=data.get("html_url") or "",
-        merge_sha=data.get("merge_commit_sha") if merged else None,
-        head_clone_url=head_repo.get("clone_url") if head_repo else None,
+def _translate(operation: str, exc: GithubException, scrub: Callable[[str], str]) -> Exception:
+    """A PyGithub error as TransientError (worth a retry) or ForgeError."""
+    headers = {k: str(v) for k, v in (exc.headers or {}).items()}
+    message = scrub(_server_message(exc))
+    status = exc.status
+    limited = isinstance(exc, RateLimitExceededException) or (
+        status == 403 and headers.get("x-ratelimit-remaining") == "0"
     )
-
-
-def _comment(data: dict[str, Any]) -> Comment:
-    return Comment(
-        id=int(data["id"]),
-        author=(data.get("user") or {}).get("login", ""),
-        body=data.get("body") or "",
-        url=data.get("html_url") or "",
-    )
-
-
-def _permission(data: dict[str, Any]) -> Permission:
-    # role_name carries maintain/triage and custom roles; the legacy "permission"
-    # field folds those into write/read, which is the fallback for custom roles.
-    for key in ("role_name", "permission"):
-        value = data.get(key)
-        if isinstance(value, str):
-            try:
-                return Permission.parse(value)
-            except ValueError:
-                continue
-    return Permission.NONE
-
-
-def _check_private_key(pem: str) -> None:
-    try:
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        # The parser's message could quote key material: keep it out.
-        raise ValueError("private_key is not an unencrypted PEM private key") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("a GitHub App private key must be an RSA key")
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if status >= 500 or status == 429 or limited:
+        hint = wait_hint(headers)
+        if hint is None and (status == 429 or limited):
+            hint = SECONDARY_LIMIT_WAIT_S
+        return TransientError(
+            f"{operation}: GitHub answered {status}: {message}", status=status, wait_s=hint
+        )
+    return ForgeError(f"{operation}: GitHub answered {status}: {message}", status=status)
 
 
 def _server_message(exc: GithubException) -> str:

@@ -8,9 +8,7 @@ into ``TransientError`` (carrying ``Retry-After``) before python-gitlab sees it,
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,6 +27,18 @@ from bot.forge.base import (
     RepoRef,
     StatusState,
 )
+from bot.forge.calls import ForgeCalls
+from bot.forge.gitlab_values import (
+    access_level_permission,
+    already_pending,
+    commit_comment,
+    describe,
+    is_plain_not_found,
+    normalize_url,
+    note_comment,
+    paths,
+    pull_request,
+)
 from bot.forge.retry import Retrier, TransientError, WritePacer, wait_hint
 
 T = TypeVar("T")
@@ -39,12 +49,6 @@ _STATUS_STATES: dict[str, str] = {
     "failure": "failed",
     "error": "failed",
 }
-_PR_STATES: dict[str, str] = {
-    "opened": "open",
-    "locked": "open",  # transient state while GitLab merges
-    "closed": "closed",
-    "merged": "merged",
-}
 _EMOJI: dict[str, str] = {
     "eyes": "eyes",
     "+1": "thumbsup",
@@ -54,7 +58,6 @@ _EMOJI: dict[str, str] = {
 }
 _GUEST = 10
 _PAGE = 100
-_MAX_ERROR_CHARS = 300
 
 
 class GitLabForge(Forge):
@@ -74,8 +77,9 @@ class GitLabForge(Forge):
         self.url = normalize_url(url)
         self._token = token
         self._timeout_s = timeout_s
-        self._pacer = write_pacer or WritePacer()
-        self._retrier = retrier or Retrier()
+        self._calls = ForgeCalls(
+            retrier or Retrier(), write_pacer or WritePacer(), token, "[token]"
+        )
         self._login: str | None = None
         session = requests.Session()
         session.hooks["response"].append(_raise_transient)
@@ -116,7 +120,7 @@ class GitLabForge(Forge):
                 if exc.response_code != 404:
                     raise
                 diffs = self._changes_before_15_7(pr)
-            return _paths(diffs)
+            return paths(diffs)
 
         return self._call(f"list changed files of !{pr.number}", fetch)
 
@@ -125,21 +129,21 @@ class GitLabForge(Forge):
             notes = self._mr(pr).notes.list(get_all=True, sort="asc", order_by="created_at")
             # Pages can shift while notes are added; dedupe and order by id (creation order).
             unique = {n.id: n for n in notes if not n.system}
-            return [self._comment(pr, unique[i].attributes) for i in sorted(unique)]
+            return [note_comment(pr, unique[i].attributes) for i in sorted(unique)]
 
         return self._call(f"list notes of !{pr.number}", fetch)
 
     def create_comment(self, pr: PullRequest, body: str) -> Comment:
         def create() -> Comment:
             note = self._mr(pr).notes.create({"body": body})
-            return self._comment(pr, note.attributes)
+            return note_comment(pr, note.attributes)
 
         return self._call(f"create note on !{pr.number}", create, write=True)
 
     def edit_comment(self, pr: PullRequest, comment_id: int, body: str) -> Comment:
         def edit() -> Comment:
             result = self._mr(pr).notes.update(comment_id, {"body": body})
-            return self._comment(pr, result)
+            return note_comment(pr, result)
 
         return self._call(f"edit note {comment_id} on !{pr.number}", edit, write=True)
 
@@ -147,7 +151,7 @@ class GitLabForge(Forge):
         def fetch() -> list[Comment]:
             commit = self._project(repo).commits.get(sha, lazy=True)
             notes = commit.comments.list(get_all=True)
-            return [_commit_comment(repo, sha, n.attributes) for n in notes]
+            return [commit_comment(repo, sha, n.attributes) for n in notes]
 
         return self._call(f"list comments on {sha[:12]}", fetch)
 
@@ -155,7 +159,7 @@ class GitLabForge(Forge):
         def create() -> Comment:
             commit = self._project(repo).commits.get(sha, lazy=True)
             note = commit.comments.create({"note": body})
-            return _commit_comment(repo, sha, note.attributes)
+            return commit_comment(repo, sha, note.attributes)
 
         return self._call(f"comment on {sha[:12]}", create, write=True)
 
@@ -185,7 +189,7 @@ class GitLabForge(Forge):
             try:
                 commit.statuses.create(data)
             except GitlabError as exc:
-                if not _already_pending(exc, data["state"]):
+                if not already_pending(exc, data["state"]):
                     raise
 
         self._call(f"set status {context} on {sha[:12]}", post, write=True)
@@ -219,7 +223,7 @@ class GitLabForge(Forge):
             try:
                 member = self._project(repo).members_all.get(user_id)
             except GitlabError as exc:
-                if exc.response_code == 404 and _is_plain_not_found(exc):
+                if exc.response_code == 404 and is_plain_not_found(exc):
                     return Permission.NONE
                 raise
             return access_level_permission(member.access_level)
@@ -239,7 +243,7 @@ class GitLabForge(Forge):
             try:
                 member = group.members_all.get(user_id)
             except GitlabError as exc:
-                if exc.response_code == 404 and _is_plain_not_found(exc):
+                if exc.response_code == 404 and is_plain_not_found(exc):
                     return False
                 raise
             return int(member.access_level) >= _GUEST
@@ -297,38 +301,8 @@ class GitLabForge(Forge):
     # -- python-gitlab plumbing
 
     def _call(self, operation: str, fn: Callable[[], T], *, write: bool = False) -> T:
-        def attempt() -> T:
-            with self._pacer.slot() if write else nullcontext():
-                return attempt_once()
-
-        def attempt_once() -> T:
-            try:
-                return fn()
-            except requests.Timeout:
-                raise TransientError(f"no answer within {self._timeout_s:g}s") from None
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                raise TransientError(f"connection failed ({type(exc).__name__})") from None
-            except GitlabAuthenticationError:
-                raise ForgeError(
-                    f"{operation}: GitLab rejected the token (401 Unauthorized)", status=401
-                ) from None
-            except GitlabError as exc:
-                raise ForgeError(
-                    f"{operation}: {self._scrub(_describe(exc))}", status=exc.response_code
-                ) from None
-
-        try:
-            return self._retrier.call(operation, attempt)
-        except ForgeError as exc:
-            # Defence in depth: nothing we raise may carry the token, whatever the server said.
-            if self._token in str(exc):
-                raise ForgeError(
-                    self._scrub(str(exc)), status=exc.status, transient=exc.transient
-                ) from None
-            raise
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "[token]")
+        attempt = _mapping_errors(operation, fn, self._timeout_s, self._calls.scrub)
+        return self._calls.run(operation, attempt, write=write)
 
     def _current_username(self) -> str:
         self._gl.auth()
@@ -359,33 +333,11 @@ class GitLabForge(Forge):
     def _pull_request(
         self, repo: RepoRef, project: Project, mr: ProjectMergeRequest
     ) -> PullRequest:
-        a = mr.attributes
-        if repo.project_id is None:
-            repo = dataclasses.replace(repo, project_id=int(a["target_project_id"]))
-        is_fork = a["source_project_id"] != a["target_project_id"]
-        diff_refs = a.get("diff_refs") or {}
-        base_sha = diff_refs.get("base_sha") or self._branch_sha(project, a["target_branch"])
-        state = _PR_STATES.get(a["state"])
-        if state is None:
-            raise ForgeError(f"!{a['iid']} has unknown state {a['state']!r}")
-        merge_sha = a.get("merge_commit_sha") or a.get("squash_commit_sha")
-        if merge_sha is None and state == "merged":
-            merge_sha = a["sha"]  # fast-forward merge: the head became the target tip
-        return PullRequest(
-            repo=repo,
-            number=int(a["iid"]),
-            title=a.get("title") or "",
-            author=a["author"]["username"],
-            base_ref=a["target_branch"],
-            base_sha=base_sha,
-            head_ref=a["source_branch"],
-            head_sha=a["sha"],
-            is_fork=is_fork,
-            draft=bool(a.get("draft", a.get("work_in_progress", False))),
-            state=state,  # type: ignore[arg-type]
-            url=a["web_url"],
-            merge_sha=merge_sha,
-            head_clone_url=self._head_clone_url(repo, a) if is_fork else repo.clone_url,
+        return pull_request(
+            repo,
+            mr.attributes,
+            branch_sha=lambda branch: self._branch_sha(project, branch),
+            head_clone_url=self._head_clone_url,
         )
 
     def _branch_sha(self, project: Project, branch: str) -> str:
@@ -407,52 +359,29 @@ class GitLabForge(Forge):
                 return int(user.id)
         return None
 
-    @staticmethod
-    def _comment(pr: PullRequest, note: Mapping[str, Any]) -> Comment:
-        return Comment(
-            id=int(note["id"]),
-            author=note["author"]["username"],
-            body=note["body"],
-            url=f"{pr.url}#note_{note['id']}",
-        )
 
+def _mapping_errors(
+    operation: str, fn: Callable[[], T], timeout_s: float, scrub: Callable[[str], str]
+) -> Callable[[], T]:
+    """``fn`` with python-gitlab's and requests' errors as TransientError or ForgeError."""
 
-def _commit_comment(repo: RepoRef, sha: str, note: Mapping[str, Any]) -> Comment:
-    """GitLab's commit comments carry no id (they cannot be addressed later): id 0."""
-    web = repo.clone_url.removesuffix(".git") if repo.clone_url.startswith("http") else ""
-    return Comment(
-        id=0,
-        author=(note.get("author") or {}).get("username", ""),
-        body=note.get("note") or "",
-        url=f"{web}/-/commit/{sha}" if web else "",
-    )
+    def attempt() -> T:
+        try:
+            return fn()
+        except requests.Timeout:
+            raise TransientError(f"no answer within {timeout_s:g}s") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise TransientError(f"connection failed ({type(exc).__name__})") from None
+        except GitlabAuthenticationError:
+            raise ForgeError(
+                f"{operation}: GitLab rejected the token (401 Unauthorized)", status=401
+            ) from None
+        except GitlabError as exc:
+            raise ForgeError(
+                f"{operation}: {scrub(describe(exc))}", status=exc.response_code
+            ) from None
 
-
-def normalize_url(url: str) -> str:
-    """The instance base URL: ``https://host[/relative_root]`` without ``/api/v4``."""
-    stripped = url.strip().rstrip("/")
-    if stripped.endswith("/api/v4"):
-        stripped = stripped[: -len("/api/v4")]
-    parts = urlsplit(stripped)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"GitLab URL must be http(s)://host[/path], got {url!r}")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError("GitLab URL must not carry credentials, a query or a fragment")
-    return stripped
-
-
-def access_level_permission(access_level: int) -> Permission:
-    """GitLab access level → Permission (Guest and Minimal access count as none)."""
-    level = int(access_level)
-    if level >= 50:
-        return Permission.ADMIN
-    if level >= 40:
-        return Permission.MAINTAIN
-    if level >= 30:
-        return Permission.WRITE
-    if level >= 20:
-        return Permission.READ
-    return Permission.NONE
+    return attempt
 
 
 def _raise_transient(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -472,41 +401,8 @@ def _raise_transient(response: requests.Response, *args: Any, **kwargs: Any) -> 
     )
 
 
-def _describe(exc: GitlabError) -> str:
-    message = exc.error_message
-    text = message if isinstance(message, str) else str(message)
-    if len(text) > _MAX_ERROR_CHARS:
-        text = text[:_MAX_ERROR_CHARS] + "…"
-    return f"GitLab answered {exc.response_code}: {text}"
-
-
-def _is_plain_not_found(exc: GitlabError) -> bool:
-    """A 404 for the member itself, not for the project, group or user around it."""
-    return not any(
-        f"{what} Not Found" in str(exc.error_message) for what in ("Project", "Group", "User")
-    )
-
-
-def _already_pending(exc: GitlabError, state: str) -> bool:
-    """GitLab refuses a repeated ``pending`` for the same name and SHA with a 400."""
-    return (
-        exc.response_code == 400
-        and state == "pending"
-        and "Cannot transition status via :enqueue from :pending" in str(exc.error_message)
-    )
-
-
 def _has_award(note: Any, emoji: str, username: str) -> bool:
     return any(
         a.name == emoji and a.user["username"] == username
         for a in note.awardemojis.list(get_all=True)
     )
-
-
-def _paths(diffs: list[dict[str, Any]]) -> list[str]:
-    """Every path a change touches; a rename touches both its old and its new path."""
-    seen: dict[str, None] = {}
-    for diff in diffs:
-        seen.setdefault(diff["old_path"], None)
-        seen.setdefault(diff["new_path"], None)
-    return list(seen)
