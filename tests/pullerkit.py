@@ -61,51 +61,60 @@ def make_keys(tmp: Path) -> Keys:
     return Keys(home, bot, mallory, dev, bot_keys, trusted)
 
 
-def sluice_yaml(*, self_heal: bool = False, mode: str = "all") -> str:
-    app: dict[str, Any] = {"name": "web", "path": "apps/web", "namespace": "web"}
-    if self_heal:
-        app["self_heal"] = True
+def sluice_yaml(
+    *, self_heal: bool = False, mode: str = "all", apps: tuple[str, ...] = ("web",)
+) -> str:
+    entries: list[dict[str, Any]] = []
+    for name in apps:
+        app: dict[str, Any] = {"name": name, "path": f"apps/{name}", "namespace": name}
+        if self_heal:
+            app["self_heal"] = True
+        entries.append(app)
     return yaml.safe_dump(
-        {"apps": [app], "policy": {"paths": ["policies/"]}, "signatures": {"mode": mode}}
+        {"apps": entries, "policy": {"paths": ["policies/"]}, "signatures": {"mode": mode}}
     )
 
 
-def manifests(*, image: str = "nginx:1.27", greeting: str = "hello") -> dict[str, str]:
+def manifests(
+    *, image: str = "nginx:1.27", greeting: str = "hello", app: str = "web"
+) -> dict[str, str]:
+    """The files of app ``app`` (default ``web``): its Namespace (named like the app),
+    a ConfigMap, a Secret and a Deployment."""
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "web", "labels": {"app.kubernetes.io/name": "web"}},
+        "metadata": {"name": app, "labels": {"app.kubernetes.io/name": app}},
         "spec": {
             "replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}},
+            "selector": {"matchLabels": {"app": app}},
             "template": {
-                "metadata": {"labels": {"app": "web"}},
+                "metadata": {"labels": {"app": app}},
                 "spec": {
                     "securityContext": {"runAsNonRoot": True},
-                    "containers": [{"name": "web", "image": image}],
+                    "containers": [{"name": app, "image": image}],
                 },
             },
         },
     }
     return {
-        "apps/web/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: web}\n",
-        "apps/web/configmap.yaml": yaml.safe_dump(
+        f"apps/{app}/namespace.yaml": f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {app}}}\n",
+        f"apps/{app}/configmap.yaml": yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": "web-config"},
+                "metadata": {"name": f"{app}-config"},
                 "data": {"greeting": greeting},
             }
         ),
-        "apps/web/secret.yaml": yaml.safe_dump(
+        f"apps/{app}/secret.yaml": yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": "web-secret"},
+                "metadata": {"name": f"{app}-secret"},
                 "stringData": {"password": SECRET_VALUE},
             }
         ),
-        "apps/web/deployment.yaml": yaml.safe_dump(deployment),
+        f"apps/{app}/deployment.yaml": yaml.safe_dump(deployment),
     }
 
 
@@ -252,15 +261,23 @@ class World:
 
 
 @contextmanager
-def world(tmp: Path, keys: Keys, *, self_heal: bool = False, mode: str = "all") -> Iterator[World]:
+def world(
+    tmp: Path,
+    keys: Keys,
+    *,
+    self_heal: bool = False,
+    mode: str = "all",
+    apps: tuple[str, ...] = ("web",),
+) -> Iterator[World]:
     origin = gpgkit.init_repo(tmp / "gitops")
     shutil.copytree(POLICIES, origin / "policies", ignore=shutil.ignore_patterns("*_test.rego"))
     emu = KubeEmulator().start()
     receiver = EventReceiver()
     w = World(tmp, keys, origin, emu, receiver, tmp / "puller-data")
-    w.anchor = w.commit(
-        {".sluice.yaml": sluice_yaml(self_heal=self_heal, mode=mode), **manifests()}, "init"
-    )
+    files = {".sluice.yaml": sluice_yaml(self_heal=self_heal, mode=mode, apps=apps)}
+    for app in apps:
+        files.update(manifests(app=app))
+    w.anchor = w.commit(files, "init")
     try:
         with rollouts(emu):
             yield w

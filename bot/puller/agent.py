@@ -31,6 +31,7 @@ from bot.puller.deployer import Deployer
 from bot.puller.events import EventReporter
 from bot.puller.frontier import StateFrontierStore
 from bot.puller.history import HistoryStore
+from bot.puller.live import ClusterSnapshot
 from bot.puller.metrics import PullerMetrics
 from bot.puller.observe import DriftWatch
 from bot.puller.release import Releases
@@ -216,13 +217,18 @@ class PullerAgent:
                     state = self._state(missing)
                     state.message = f"the ledger at {cycle.ledger.tip[:12]} names no revision"
         ok = True
+        snapshot = self.applier.snapshot()  # one LIST per kind for every app's drift and health
         for name in names:
             with self._locks.hold(name):
-                ok = self._reconcile(cycle, self._state(name), woken=woken) and ok
+                ok = (
+                    self._reconcile(cycle, self._state(name), woken=woken, snapshot=snapshot) and ok
+                )
         self.store.set_state(LEDGER_STATE_KEY, cycle.ledger.tip)
         return ok
 
-    def _reconcile(self, cycle: Cycle, state: AppState, *, woken: bool) -> bool:
+    def _reconcile(
+        self, cycle: Cycle, state: AppState, *, woken: bool, snapshot: ClusterSnapshot
+    ) -> bool:
         try:
             entry, writer = self._ledger.approved(cycle, state.name)
         except Refused as exc:
@@ -238,7 +244,7 @@ class PullerAgent:
                 state.message = f"the ledger names {entry.revision[:12]} again, which is deployed"
             # Applied already (healthy or not): re-applying the same objects changes
             # nothing, so only drift is looked at. A failed apply is retried instead.
-            return self._drift.check(cycle, state, woken=woken)
+            return self._drift.check(cycle, state, woken=woken, snapshot=snapshot)
         try:
             self._chain.verify(cycle.git, entry.revision, cycle.gate.signatures.mode)
             release = self._releases.prepare(cycle, state.name, entry, writer)

@@ -9,8 +9,9 @@ Rules (what Argo CD and Flux do, and what users complain they do not):
   (like Argo CD's sync waves): they may depend on it. Objects in the same wave still go.
 * No write for an unchanged object: each applied object carries
   ``sluice.dev/applied-hash`` (sha256 of the desired object). Live objects are read with
-  one labelled LIST per kind; an object whose live hash matches is left alone, so a
-  cycle that changes nothing makes no write at all. ``heal=True`` re-applies objects
+  one LIST per kind of every object with a ``sluice.dev/app`` label (so one another app
+  owns is seen too); an object that LIST lacks is applied with no GET first. An object
+  whose live hash matches is left alone, so a cycle that changes nothing makes no write. ``heal=True`` re-applies objects
   whose live fields drifted even though their hash matches (``/sync``, ``self_heal``).
 * The inventory (a ConfigMap per app, see :mod:`bot.puller.inventory`) is the only
   thing pruning trusts. It is widened to include every desired object *before* the
@@ -39,7 +40,7 @@ from kubernetes.client import ApiClient
 from bot.puller import drift as drift_mod
 from bot.puller.cluster import Cluster, ClusterError, RetryPolicy
 from bot.puller.inventory import InventoryError, InventoryStore, ObjectRef
-from bot.puller.live import LiveView, applied_hash_of, owner
+from bot.puller.live import ClusterSnapshot, LiveView, applied_hash_of, owner
 from bot.puller.plan import CRD_RANK, NAMESPACE_RANK, PlanError, Planned, kind_rank, plan
 from bot.puller.secrets_scrub import scrub
 from bot.puller.views import ClusterViews
@@ -140,7 +141,8 @@ class _Run:
         self.app = app
         self.force = force_conflicts
         self.heal = heal
-        self.live = LiveView(applier.cluster, app)
+        # Every Sluice object, so one owned by another app is seen without a GET.
+        self.live = LiveView(applier.cluster, app, ClusterSnapshot(applier.cluster))
         self.created: list[str] = []
         self.updated: list[str] = []
         self.unchanged: list[str] = []
@@ -192,7 +194,7 @@ class _Run:
             if resource.namespaced and not ref.namespace:
                 self.errors.append(f"{label}: a namespaced {ref.kind} must name its namespace")
                 return None
-            current = self.live.find(ref)
+            current = self.live.find(ref, listed_only=True)
             holder = owner(current) if current else None
             if holder and holder != self.app:
                 self.errors.append(
@@ -281,7 +283,7 @@ class _Run:
             self.errors.append(f"{label}: prune failed: {exc}")
             return False
         try:
-            current = self.live.find(ref)
+            current = self.live.find(ref, listed_only=True)
             if current is None or owner(current) != self.app:
                 return True
             uid = (current.get("metadata") or {}).get("uid")

@@ -14,6 +14,7 @@ from bot.deploy.ledger import LedgerEntry
 from bot.models import K8sObject
 from bot.puller.cluster import ClusterError
 from bot.puller.history import HistoryStore, LastResult
+from bot.puller.live import ClusterSnapshot
 from bot.puller.metrics import PullerMetrics
 from bot.puller.plan import PlanError
 from bot.puller.release import Release
@@ -149,13 +150,15 @@ class Deployer:
         self.metrics.synced(state.name, "refused", 0.0)
         self.results.send_result(state.name, result)
 
-    def record_in_sync(self, state: AppState, objects: list[K8sObject]) -> None:
+    def record_in_sync(
+        self, state: AppState, objects: list[K8sObject], snapshot: ClusterSnapshot
+    ) -> None:
         """A sync was asked for and nothing drifted: record that it was served, so whoever
         asked (``/sync`` waits for a new ``last_result``) gets an answer, not a timeout."""
         assert state.revision is not None
         now = self._clock()
         try:
-            state.health = self.applier.health(state.name, objects).status
+            state.health = self.applier.health(state.name, objects, snapshot=snapshot).status
         except (ClusterError, PlanError) as exc:
             state.message = f"health check failed: {exc}"
         result = LastResult(

@@ -16,7 +16,7 @@ from bot.puller import drift as drift_mod
 from bot.puller.cluster import Cluster, ClusterError
 from bot.puller.health import HealthReport, ObjectHealth, aggregate, missing, object_health
 from bot.puller.inventory import InventoryError, InventoryStore, ObjectRef
-from bot.puller.live import LiveView, find_or_none, owner
+from bot.puller.live import ClusterSnapshot, LiveView, find_or_none, owner
 from bot.puller.plan import Planned, plan
 from bot.puller.secrets_scrub import scrub
 
@@ -64,22 +64,36 @@ class ClusterViews:
         changes = drift_mod.result_changes(before, after, secret_key=secret_key)
         return [_with_note(change, notes) for change in changes]
 
-    def drift(self, app: str, objects: list[Json], *, secret_key: bytes) -> list[ObjectChange]:
+    def snapshot(self) -> ClusterSnapshot:
+        """A fresh view of every Sluice object, each kind listed at most once: share it
+        between the drift and health checks of every app in one cycle."""
+        return ClusterSnapshot(self.cluster)
+
+    def drift(
+        self,
+        app: str,
+        objects: list[Json],
+        *,
+        secret_key: bytes,
+        snapshot: ClusterSnapshot | None = None,
+    ) -> list[ObjectChange]:
         """Masked differences between the live cluster and ``objects``; changes nothing.
         A missing object is a ``create``, an inventory object no longer desired a
         ``delete``. Raises :class:`PlanError` or :class:`ClusterError`."""
         planned = plan(app, objects)
-        live = LiveView(self.cluster, app)
+        live = LiveView(self.cluster, app, snapshot)
         observed = [drift_mod.Observed(item.body, find_or_none(live, item.ref)) for item in planned]
         observed.extend(
             drift_mod.Observed(None, obj) for obj in self._leftovers_live(app, planned, live)
         )
         return drift_mod.drift_changes(observed, secret_key=secret_key)
 
-    def health(self, app: str, objects: list[Json]) -> HealthReport:
+    def health(
+        self, app: str, objects: list[Json], *, snapshot: ClusterSnapshot | None = None
+    ) -> HealthReport:
         """Health of every object as it is live now (the app's is its worst object's)."""
         planned = plan(app, objects)
-        live = LiveView(self.cluster, app)
+        live = LiveView(self.cluster, app, snapshot)
         results: list[ObjectHealth] = []
         for item in planned:
             ref = item.ref

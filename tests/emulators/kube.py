@@ -39,8 +39,9 @@ discovery (the client asks for the plain kind), protobuf, strategic-merge list s
 Kubernetes' own checks are reproduced only for names, labels and CRD names.
 
 Tests drive the HTTP side only through the official client and use the Python side to seed
-state, read it back, count calls (``calls``/``write_calls``; a request answered by an
-injected fault never reached the API and is recorded with verb None) and inject faults.
+state, read it back, count calls (``calls``/``write_calls``, per kind ``calls_by_kind``; a
+request answered by an injected fault never reached the API and is recorded with verb None)
+and inject faults.
 Remember the client's own retries: urllib3 repeats GET/PUT/DELETE answered 429/503 with
 ``Retry-After`` (4 tries in all) and dropped idempotent requests; PATCH/POST and 500s are
 never retried, so fault tests aim there.
@@ -278,6 +279,7 @@ class RecordedRequest:
     dry_run: bool
     status: int | None  # None when the connection was dropped or stalled
     user: str | None
+    kind: str | None = None  # the resource's kind, once the request was routed
 
 
 @dataclass(frozen=True)
@@ -756,6 +758,7 @@ class _Call:
     user_agent: str
     token: _Token | None = None
     verb: str | None = None  # set once routed; recorded even when the request fails
+    kind: str | None = None  # likewise
 
     @property
     def dry_run(self) -> bool:
@@ -1000,6 +1003,20 @@ class KubeEmulator:
                 and (dry_run is None or r.dry_run == dry_run)
             )
 
+    def calls_by_kind(
+        self, verb: str, *, status: int | None = None, dry_run: bool | None = False
+    ) -> Counter[str]:
+        """Requests of ``verb`` per resource kind (optionally only those answered
+        ``status``, e.g. ``calls_by_kind("get", status=404)``)."""
+        with self._lock:
+            return Counter(
+                r.kind or "?"
+                for r in self.requests
+                if r.verb == verb
+                and (status is None or r.status == status)
+                and (dry_run is None or r.dry_run == dry_run)
+            )
+
     def write_calls(self, *, dry_run: bool | None = False) -> int:
         """How many write requests (create/update/patch/apply/delete/deletecollection)."""
         return sum(n for verb, n in self.calls(dry_run=dry_run).items() if verb in WRITE_VERBS)
@@ -1101,6 +1118,7 @@ class KubeEmulator:
                 return 200, self._resource_list(group, version)
             target = self._target(group, version, rest)
             call.verb = _verb(call, target)
+            call.kind = target.rtype.kind
             self._authorize(call.token, call.verb, target)
             return getattr(self, f"_do_{call.verb}")(call, target)
 
@@ -1958,7 +1976,14 @@ def _make_handler(emu: KubeEmulator) -> type[BaseHTTPRequestHandler]:
             with emu._lock:
                 emu.requests.append(
                     RecordedRequest(
-                        call.method, call.path, call.query, call.verb, call.dry_run, status, user
+                        call.method,
+                        call.path,
+                        call.query,
+                        call.verb,
+                        call.dry_run,
+                        status,
+                        user,
+                        call.kind,
                     )
                 )
 
