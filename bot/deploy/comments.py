@@ -5,15 +5,55 @@ Only text: ``bot.deploy.promote`` decides what happened and when to post.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.deploy.puller_client import LastResult
-from bot.forge.base import StatusState
+from bot.forge.base import Comment, Forge, PullRequest, StatusState
 from bot.report.escape import code, code_block, html_code, html_text, one_line, text, truncate
-from bot.report.words import object_name
+from bot.report.words import counts, object_name, plural
 
 MAX_DRIFT_COMMENT_CHARS = 60_000
+DEPLOY_MARKER = "<!-- sluice:deploy {sha} -->"
+_UPDATED = re.compile(r"\n\n<sub>updated [^<]*</sub>$")
+
+
+def upsert_deploy_comment(
+    forge: Forge, pr: PullRequest, sha: str, body: str, bot_login: str, now: datetime
+) -> None:
+    """One deploy comment per merged (or synced) ``sha``: created once, then edited in
+    place as the puller progresses. Found again by its hidden marker."""
+    marker = DEPLOY_MARKER.format(sha=sha)
+    full = f"{marker}\n{body}\n\n<sub>updated {now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC</sub>"
+    existing = _find(forge, pr, marker, bot_login)
+    if existing is None:
+        forge.create_comment(pr, full)
+    elif existing.body != full:
+        forge.edit_comment(pr, existing.id, full)
+
+
+def update_deploy_row(
+    forge: Forge, pr: PullRequest, sha: str, outcome: Outcome, bot_login: str, now: datetime,
+    fallback: str,
+) -> None:  # fmt: skip
+    """Replace ``outcome``'s app row in the deploy comment for ``sha``; post ``fallback``
+    as that comment when there is none (or it has no row for the app)."""
+    existing = _find(forge, pr, DEPLOY_MARKER.format(sha=sha), bot_login)
+    body = None
+    if existing is not None:
+        inner = existing.body.split("\n", 1)[1] if "\n" in existing.body else ""
+        inner = _UPDATED.sub("", inner)
+        body = with_row(inner, outcome)
+    upsert_deploy_comment(forge, pr, sha, body or fallback, bot_login, now)
+
+
+def _find(forge: Forge, pr: PullRequest, marker: str, bot_login: str) -> Comment | None:
+    for comment in forge.list_comments(pr):
+        if comment.author.lower() == bot_login.lower() and comment.body.startswith(marker):
+            return comment
+    return None
 
 
 @dataclass(frozen=True)
@@ -54,14 +94,30 @@ def outcome_description(outcome: Outcome) -> str:
     if not result.succeeded and result.message:
         return f"deploy failed{' ' + rev if rev else ''}: {one_line(result.message)}"
     verb = "deployed" if result.succeeded else "deploy failed"
-    return (f"{verb} {rev}: {result.created} created, {result.updated} updated, "
-            f"{result.pruned} pruned; {result.health}")  # fmt: skip
+    return f"{verb} {rev}: {_changes(result)}; {result.health}"
+
+
+def _changes(result: LastResult) -> str:
+    parts = ((result.created, "created"), (result.updated, "updated"), (result.pruned, "pruned"))
+    return counts(parts) or "no changes"
 
 
 def outcomes_line(outcomes: list[Outcome]) -> str:
     if not outcomes:
         return "the puller picks it up on its next cycle"
-    return "; ".join(f"{code(o.app)}: {outcome_description(o)}" for o in outcomes)
+    return "; ".join(f"{code(o.app)}: {_outcome_markdown(o)}" for o in outcomes)
+
+
+def _outcome_markdown(o: Outcome) -> str:
+    """:func:`outcome_description` with what the puller wrote escaped for Markdown."""
+    r = o.result
+    if r is None:
+        return text(o.problem or "the puller did not report")
+    rev = (r.revision or "")[:12]
+    if not r.succeeded and r.message:
+        return f"deploy failed{' ' + rev if rev else ''}: {text(r.message)}"
+    verb = "deployed" if r.succeeded else "deploy failed"
+    return f"{verb} {rev}: {_changes(r)}; {text(r.health)}"
 
 
 def deploy_comment(title: str, where: str, outcomes: list[Outcome], notes: list[str]) -> str:
@@ -70,21 +126,10 @@ def deploy_comment(title: str, where: str, outcomes: list[Outcome], notes: list[
         lines += [f"Approved{where}.", ""]
     if outcomes:
         lines += [
-            "| app | result | health | created | updated | pruned | duration |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+            "| App | Result | Health | Changes | Duration |",
+            "| --- | --- | --- | --- | ---: |",
         ]
-        for o in outcomes:
-            r = o.result
-            if r is None:
-                lines.append(f"| {code(o.app, in_table=True)} | ⏳ {text(o.problem)} | – | – | – "
-                             "| – | – |")  # fmt: skip
-                continue
-            icon = "✅" if o.state == "success" else "❌"
-            duration = f"{r.duration_s:.1f}s" if r.duration_s is not None else "–"
-            lines.append(
-                f"| {code(o.app, in_table=True)} | {icon} {text(r.result)} | {text(r.health)} | "
-                f"{r.created} | {r.updated} | {r.pruned} | {duration} |"
-            )
+        lines += [outcome_row(o) for o in outcomes]
         failed = [o for o in outcomes if o.result is not None and o.result.message
                   and o.state != "success"]  # fmt: skip
         for o in failed:
@@ -94,12 +139,39 @@ def deploy_comment(title: str, where: str, outcomes: list[Outcome], notes: list[
     return "\n".join(lines)
 
 
+def outcome_row(o: Outcome) -> str:
+    """One app's row of the deploy table; its first cell identifies it (see :func:`with_row`)."""
+    r = o.result
+    if r is None:
+        return f"| {code(o.app, in_table=True)} | ⏳ {text(o.problem)} | – | – | – |"
+    icon = "✅" if o.state == "success" else "❌"
+    duration = f"{r.duration_s:.1f}s" if r.duration_s is not None else "–"
+    return (
+        f"| {code(o.app, in_table=True)} | {icon} {text(r.result)} | {text(r.health)} | "
+        f"{_changes(r)} | {duration} |"
+    )
+
+
+def with_row(body: str, o: Outcome) -> str | None:
+    """``body`` (a deploy comment) with ``o``'s app row replaced; None if it has no such row."""
+    first = f"| {code(o.app, in_table=True)} |"
+    lines = body.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith(first):
+            lines[i] = outcome_row(o)
+            extra = []
+            if o.result is not None and o.result.message and o.state != "success":
+                extra = ["", f"{code(o.app)}: {text(truncate(o.result.message, 2_000))}"]
+            return "\n".join(lines + extra)
+    return None
+
+
 def drift_comment(app: str, revision: str, drift: list[dict[str, Any]]) -> str:
     lines = [
         f"### ⚠️ Drift on {code(app)}",
         "",
-        f"{len(drift)} object{'s' if len(drift) != 1 else ''} in the cluster differ from the "
-        f"approved revision {code(revision[:12])}. Secret values are masked. Comment "
+        f"{plural(len(drift), 'object')} in the cluster {'differs' if len(drift) == 1 else 'differ'}"
+        f" from the approved revision {code(revision[:12])}. Secret values are masked. Comment "
         f"{code('/sync ' + app)} to restore the approved state.",
         "",
     ]

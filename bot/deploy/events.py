@@ -15,6 +15,7 @@ from bot.deploy.comments import (
     deploy_comment,
     drift_comment,
     outcome_description,
+    update_deploy_row,
 )
 from bot.deploy.desk import DeployDesk
 from bot.deploy.pins import DeployRecord
@@ -79,7 +80,15 @@ class PullerEvents:
             if alert
             else f"### 🚀 The puller finished {code(record.app)}"
         )
-        forge.create_comment(pr, deploy_comment(title, "", [outcome], []))
+        # The app's row in this deploy's one comment is edited in place; a refusal
+        # about another ledger commit is news of its own.
+        fallback = deploy_comment(title, "", [outcome], [])
+        bot_login = self.desk.bot_login(forge)
+        if alert:
+            forge.create_comment(pr, fallback)
+        else:
+            update_deploy_row(forge, pr, record.status_sha, outcome, bot_login, self.desk.clock(),
+                              fallback)  # fmt: skip
 
     def _drift_event(
         self,

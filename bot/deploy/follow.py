@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.deploy.comments import Outcome, comment_notes, deploy_comment, outcome_description
+from bot.deploy.comments import (
+    Outcome,
+    comment_notes,
+    deploy_comment,
+    outcome_description,
+    upsert_deploy_comment,
+)
 from bot.deploy.desk import DeployDesk
 from bot.deploy.puller_client import AppStatus, LastResult, PullerError, PullerTimeout
 from bot.forge.base import Forge, PullRequest
@@ -31,6 +37,7 @@ class PullerFollower:
         status_sha: str,
         notes: list[str] | None = None,
         heading: str | None = None,
+        post: bool = True,
     ) -> list[Outcome]:
         """Wake the puller for ``apps``, wait until it ran ``ledger_commit``, report on ``pr``."""
 
@@ -43,8 +50,9 @@ class PullerFollower:
 
         title = heading or f"### 🚀 Sluice deploy of {code(status_sha[:12])}"
         return self.wake_and_report(
-            forge, pr, apps, lambda _app: ran, status_sha, title, ledger_commit, notes or []
-        )
+            forge, pr, apps, lambda _app: ran, status_sha, title, ledger_commit, notes or [],
+            post=post,
+        )  # fmt: skip
 
     def wake_and_report(
         self,
@@ -56,7 +64,11 @@ class PullerFollower:
         title: str,
         ledger_commit: str | None,
         notes: list[str],
+        *,
+        post: bool = True,
     ) -> list[Outcome]:
+        """``post``: keep the one deploy comment for ``status_sha`` up to date (a merge);
+        False when the caller answers in its own single reply (/sync, /rollback)."""
         desk = self.desk
         where = f" (ledger commit {code(ledger_commit[:12])})" if ledger_commit else ""
         if desk.puller is None:
@@ -65,7 +77,9 @@ class PullerFollower:
                             "approved in the ledger; waiting for the puller's next cycle")  # fmt: skip
             body = [title, "", f"Approved in the ledger{where}. No puller URL is configured, so "
                     "the puller picks it up on its next cycle and reports back.", *comment_notes(notes)]  # fmt: skip
-            forge.create_comment(pr, "\n".join(body))
+            if post:
+                upsert_deploy_comment(forge, pr, status_sha, "\n".join(body),
+                                      desk.bot_login(forge), desk.clock())  # fmt: skip
             return []
         for app in apps:
             desk.status(forge, pr.repo, status_sha, app, "pending",
@@ -79,7 +93,9 @@ class PullerFollower:
                 record = desk.deploy_log.get(outcome.app, ledger_commit)
                 if record is not None:
                     desk.deploy_log.mark_reported(record.id)
-        forge.create_comment(pr, deploy_comment(title, where, outcomes, notes))
+        if post:
+            upsert_deploy_comment(forge, pr, status_sha, deploy_comment(title, where, outcomes, notes),
+                                  desk.bot_login(forge), desk.clock())  # fmt: skip
         return outcomes
 
     def last_result(self, app: str) -> LastResult | None:

@@ -8,9 +8,10 @@ fit is skipped, with a count, exactly like the main "Changes" section.
 from __future__ import annotations
 
 from bot.deploy.live_diff import LiveDiff
-from bot.diff import summarize
 from bot.models import ObjectChange
-from bot.report.escape import code, code_block, html_code, text, truncate
+from bot.report.changes import diff_body
+from bot.report.escape import code, code_block, html_code, html_text, text, truncate
+from bot.report.words import change_counts, change_name, plural
 
 DEFAULT_LIVE_BUDGET = 16_000
 HEADING = (
@@ -35,7 +36,9 @@ def render_live_section(diffs: list[LiveDiff], budget: int = DEFAULT_LIVE_BUDGET
     lines = [_status_line(d) for d in diffs if d.problem is not None or not d.changes]
     head = HEADING + "".join(lines) + ("\n" if lines else "")
     if len(head) > budget:
-        return truncate(HEADING + f"_{len(diffs)} apps: live diffs omitted (budget)_\n", budget)
+        return truncate(
+            HEADING + f"_{plural(len(diffs), 'app')}: live diffs omitted (budget)_\n", budget
+        )
     room = budget - len(head)
     sections: list[str] = []
     for diff in diffs:
@@ -52,13 +55,11 @@ def _status_line(diff: LiveDiff) -> str:
 
 
 def _app_section(app: str, changes: tuple[ObjectChange, ...], room: int) -> str:
-    counts = summarize(list(changes))
     opening = (
-        f"<details><summary>{html_code(app)}: {counts['create']} created, "
-        f"{counts['update']} updated, {counts['delete']} deleted against the live cluster"
-        "</summary>\n\n"
+        f"<details><summary>{html_code(app)}: {html_text(change_counts(changes))} against the "
+        "live cluster</summary>\n\n"
     )
-    omitted = f"- {code(app)}: {len(changes)} live object diff(s) omitted (budget)\n"
+    omitted = f"- {code(app)}: {plural(len(changes), 'live object diff')} omitted (budget)\n"
     if room - len(opening) - len(_CLOSING) - _APP_NOTE_RESERVE < len(omitted):
         return omitted if len(omitted) <= room else ""
     room -= len(opening) + len(_CLOSING) + _APP_NOTE_RESERVE
@@ -70,12 +71,11 @@ def _app_section(app: str, changes: tuple[ObjectChange, ...], room: int) -> str:
             room -= len(block)
     left_out = len(changes) - len(blocks)
     if left_out:
-        blocks.append(f"_… {left_out} live object diff(s) omitted (budget)_\n\n")
+        blocks.append(f"_… {plural(left_out, 'live object diff')} omitted (budget)_\n\n")
     return opening + "".join(blocks) + _CLOSING
 
 
 def _object_block(change: ObjectChange) -> str:
-    where = f"{change.namespace}/{change.name}" if change.namespace else change.name
-    header = f"**{text(change.action)}** {code(change.kind)} {code(where)}"
-    body = change.diff or "(no textual difference)\n"
+    header = f"**{text(change.action)}** {code(change_name(change))}"
+    body = diff_body(change.diff) or "(no textual difference)\n"
     return f"{header}\n\n{code_block(body, 'diff')}\n"

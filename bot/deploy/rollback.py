@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config.server import RepoSettings
-from bot.deploy.comments import outcomes_line
+from bot.deploy.comments import deploy_comment, outcomes_line
 from bot.deploy.deploy_branch import (
     apply_rollback,
     branch_for,
@@ -115,6 +115,7 @@ class Rollback:
                 forge, pr, ledger_commit, [a for a in targets if a not in handed],
                 status_sha=pr.merge_sha, notes=notes,
                 heading=f"### ⏪ Sluice rollback of #{pr.number} requested by {code(actor)}",
+                post=False,
             )  # fmt: skip
         revert_text = (
             f"revert PR #{revert.number}: {revert.url}"
@@ -124,7 +125,8 @@ class Rollback:
         return (
             f"`/rollback`: {', '.join(f'{code(a)} → {code(r[:12])}' for a, r in plan.items())} "
             f"in ledger commit {code(ledger_commit[:12])}; {revert_text}; "
-            f"pinned until the revert merges; {outcomes_line(outcomes)}"
+            f"pinned until the revert merges; {outcomes_line(outcomes)}\n\n"
+            + deploy_comment("", "", outcomes, notes).strip()
         )
 
     def _open_revert(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.config.server import RepoSettings
-from bot.deploy.comments import outcomes_line
+from bot.deploy.comments import deploy_comment, outcomes_line
 from bot.deploy.desk import DeployDesk, names
 from bot.deploy.follow import PullerFollower, ResultPicker
 from bot.deploy.gates import MAX_LISTED_FAILURES, Gates, gate_config
@@ -61,9 +61,12 @@ class Sync:
 
             outcomes = follower.wake_and_report(
                 forge, pr, targets, changed, pr.merge_sha,
-                f"### 🔁 Sluice sync requested by {code(actor)}", None, [],
+                f"### 🔁 Sluice sync requested by {code(actor)}", None, [], post=False,
             )  # fmt: skip
-        return f"`/sync`: {outcomes_line(outcomes)}"
+        # One reply per command: the summary line and the per-app table together.
+        return (
+            f"`/sync`: {outcomes_line(outcomes)}\n\n{deploy_comment('', '', outcomes, []).strip()}"
+        )
 
     def _sync_open(
         self,
@@ -111,7 +114,8 @@ class Sync:
             ledger_commit = writer.record(forge, pr, ledger, entries, status_sha=pr.head_sha)
             outcomes = PullerFollower(desk).follow(
                 forge, pr, ledger_commit, targets, status_sha=pr.head_sha,
-                heading=f"### 🧪 Sluice preview-deploy of {code(pr.head_sha[:12])}",
+                heading=f"### 🧪 Sluice preview-deploy of {code(pr.head_sha[:12])}", post=False,
             )  # fmt: skip
         return (f"`/sync`: preview-deploy of {code(pr.head_sha[:12])} recorded in ledger commit "
-                f"{code(ledger_commit[:12])}; {outcomes_line(outcomes)}")  # fmt: skip
+                f"{code(ledger_commit[:12])}; {outcomes_line(outcomes)}\n\n"
+                f"{deploy_comment('', '', outcomes, []).strip()}")  # fmt: skip

@@ -277,11 +277,11 @@ def _summary_intro(report: Report) -> str:
         signatures = (
             f"{emoji} {sig.verdict} · {plural(n, 'commit')} checked (mode {code(sig.mode)})"
         )
-    notes = "".join(f"- {text(truncate(n, MESSAGE_LIMIT))}\n" for n in getattr(report, "notes", []))
-    notes = notes + "\n" if notes else ""
     if not report.apps:
-        return f"### Summary\n\nNo app is affected by this change.\n\n{notes}**Signatures:** {signatures}\n\n"
-    return f"### Summary\n\n{notes}**Signatures:** {signatures}\n\n"
+        return (
+            f"### Summary\n\nNo app is affected by this change.\n\n**Signatures:** {signatures}\n\n"
+        )
+    return f"### Summary\n\n**Signatures:** {signatures}\n\n"
 
 
 def _summary_rows(report: Report) -> tuple[list[str], list[str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.models import AppReport, CommitCheck, Report, Violation
-from bot.report.words import violation_object
+from bot.report.words import join_words, violation_object
 
 POLICY_STATE = {
     "pass": "✅ pass",
@@ -21,7 +21,7 @@ POLICY_STATE = {
 def policy_state(app: AppReport, report: Report) -> str:
     """One of the :data:`POLICY_STATE` keys. Policy never ran for an app that did not
     render; an overridden deny is not a pass."""
-    if app.status == "error":
+    if app.status in ("error", "not-rendered"):
         return "not evaluated"
     has_deny = any(v.severity == "deny" for v in app.policy.violations)
     if report.override and has_deny and app.policy.verdict != "fail":
@@ -105,11 +105,7 @@ def headline_words(report: Report) -> str:
         return "passed with warnings"
     if report.verdict == "fail":
         gates = failed_gates(report)
-        if not gates:
-            return "checks failed"
-        return (", ".join(gates[:-1]) + " and " + gates[-1] if len(gates) > 1 else gates[0]) + (
-            " failed"
-        )
+        return f"{join_words(gates)} failed" if gates else "checks failed"
     return "error"
 
 

@@ -173,8 +173,8 @@ def test_preview_shows_what_the_pr_would_change_in_the_live_cluster(
     # The hand edit is only in the cluster: the Git diff cannot show it, the live one does.
     assert f"-  greeting: {HAND_EDIT}" in live and "+  greeting: proposed" in live
     assert HAND_EDIT not in body[: body.index("### Live cluster")]
-    assert "<code>web</code>: 0 created, 2 updated, 0 deleted against the live cluster" in live
-    secret_diff = live[live.index("`Secret` `web/web-secret`") :]
+    assert "<code>web</code>: 2 updated against the live cluster" in live
+    secret_diff = live[live.index("`Secret web/web-secret`") :]
     assert "-  password: <secret sha:" in secret_diff  # it changed, and shows only masked
     assert "+  password: <secret sha:" in secret_diff
     assert "`billing`: not managed by the puller" in live
@@ -246,7 +246,7 @@ def test_live_section_keeps_its_budget_and_escapes_names():
     out = render_live_section(diffs, budget=8_000)
 
     assert len(out) <= 8_000
-    assert "live object diff(s) omitted (budget)" in out
+    assert "live object diffs omitted (budget)" in out
     # The name stays inside a code span (no HTML, no mention); the problem cannot open a fence.
     assert "- `<b>@team</b>`: boom \\`\\`\\`\n" in out
     assert out.count("<b>") == 1

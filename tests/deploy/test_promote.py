@@ -402,7 +402,7 @@ def test_merge_that_passes_every_gate_writes_one_signed_ledger_commit_and_report
     assert "1 updated" in statuses["sluice/deploy/web"].description
     report = world.comments(1)[-1]
     assert "Sluice deploy" in report and verified.tip[:12] in report
-    assert "| `web` | ✅ succeeded | Healthy | 0 | 1 | 0 | 0.5s |" in report
+    assert "| `web` | ✅ succeeded | Healthy | 1 updated | 0.5s |" in report
     assert world.requeued == [2]  # PR 2's preview is stale now that web moved
 
     world.merged(1)  # a re-run (at-least-once jobs) records nothing twice

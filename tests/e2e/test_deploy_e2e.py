@@ -114,19 +114,15 @@ def test_a_merge_is_recorded_signed_applied_and_reported_on_the_pr(stack: Deploy
             if line.startswith("| `")}  # fmt: skip
     assert set(rows) == {"web", "api"}
     cells = [c.strip() for c in rows["web"].split("|")[1:-1]]
-    assert cells[1:6] == ["✅ succeeded", "Healthy", "3", "0", "0"], cells
-    assert cells[6].endswith("s") and float(cells[6][:-1]) >= 0
-    assert [c.strip() for c in rows["api"].split("|")[2:7]] == [
+    assert cells[1:4] == ["✅ succeeded", "Healthy", "3 created"], cells
+    assert cells[4].endswith("s") and float(cells[4][:-1]) >= 0
+    assert [c.strip() for c in rows["api"].split("|")[2:5]] == [
         "✅ succeeded",
         "Healthy",
-        "2",
-        "0",
-        "0",
+        "2 created",
     ]
     web_status = stack.wait_status(merge, DEPLOY_WEB, "success")
-    assert (
-        web_status.description == f"deployed {merge[:12]}: 3 created, 0 updated, 0 pruned; Healthy"
-    )
+    assert web_status.description == f"deployed {merge[:12]}: 3 created; Healthy"
     stack.wait_status(merge, DEPLOY_API, "success")
     # The puller's own view agrees.
     status = stack.puller.app("web")
@@ -297,7 +293,7 @@ def test_drift_is_reported_masked_self_healed_where_allowed_and_fixed_by_sync(st
     pull = stack.gh.pulls(REPO)[0]
     stack.say(pull, "/sync")
     reply = stack.wait_comment(1, "@dana\n\n`/sync`")
-    assert f"`web`: deployed {MERGES[1][:12]}: 0 created, 2 updated, 0 pruned; Healthy" in reply
+    assert f"`web`: deployed {MERGES[1][:12]}: 2 updated; Healthy" in reply
     assert data_of(stack.live("v1", "ConfigMap", "web-config", "web"), "greeting") == "v1"
     assert secret_value(stack.live("v1", "Secret", "web-db", "web"), "password") == "web-pw-v1"
     stack.wait_comment(1, "Drift on `web` is gone")

@@ -95,9 +95,9 @@ def test_a_merged_mr_is_recorded_signed_applied_and_reported_on_the_mr(stack: Gi
     # The MR: the deploy report note and a green status on the merge commit.
     assert merge[:12] in report
     (row,) = [line for line in report.splitlines() if line.startswith("| `web`")]
-    assert [c.strip() for c in row.split("|")[2:7]] == ["✅ succeeded", "Healthy", "3", "0", "0"]
+    assert [c.strip() for c in row.split("|")[2:5]] == ["✅ succeeded", "Healthy", "3 created"]
     status = stack.wait_status(merge, DEPLOY_WEB, "success")
-    assert status.description == f"deployed {merge[:12]}: 3 created, 0 updated, 0 pruned; Healthy"
+    assert status.description == f"deployed {merge[:12]}: 3 created; Healthy"
     assert status.ref == "main"
     puller = stack.puller.app("web")
     assert puller["phase"] == "Synced" and puller["revision"] == merge
