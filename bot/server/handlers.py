@@ -26,6 +26,7 @@ from bot.forge.webhooks import (
     event_to_dict,
 )
 from bot.gitops import Mirrors
+from bot.report.escape import text
 from bot.server.jobs import NO_DEPLOYS_NOTE, CommandJobs, JobContext, PreviewJobs, PushJobs
 from bot.server.publish import error_statuses, publish_commit_statuses, publish_statuses
 from bot.server.storage import open_for
@@ -87,7 +88,7 @@ class BotHandlers(JobContext):
         forge.create_comment(
             pr,
             f"🛑 Sluice could not finish its {job.kind} job for `{pr.head_sha[:12]}` after "
-            f"{job.attempts} attempts: {reason}\n\nPush a commit or comment `/diff` to retry.",
+            f"{job.attempts} attempts: {text(reason)}\n\nPush a commit or comment `/diff` to retry.",
         )
 
 

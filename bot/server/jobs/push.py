@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from bot.forge.webhooks import PushEvent
 from bot.models import Report
-from bot.report import render_markdown
+from bot.report import CommentContext, forge_budget, render_markdown
+from bot.report.escape import code, mention
 from bot.server.jobs.context import JobContext
 from bot.server.jobs.preview import PreviewJobs
 from bot.server.publish import (
@@ -16,6 +17,7 @@ from bot.server.publish import (
     publish_commit_statuses,
     upsert_commit_report,
 )
+from bot.server.reports import open_pages, publish_page
 from bot.server.worker import CancelToken
 
 log = logging.getLogger(__name__)
@@ -53,14 +55,19 @@ class PushJobs:
             deploy_note = NO_DEPLOYS_NOTE
         else:
             deploy_note = ctx.promoter.on_push(forge, event.repo, event.branch, event.after)
+        pusher = mention(event.pusher) if event.pusher else "an unknown user"
         notes = [
-            f"_Pushed directly to `{event.branch}` by @{event.pusher or 'unknown'}"
+            f"_Pushed directly to {code(event.branch)} by {pusher}"
             f"{' (forced)' if event.forced else ''}: `{event.before[:12]}..{event.after[:12]}`._",
             f"**Deploy:** {deploy_note}",
         ]
-        body = render_markdown(report, title=PUSH_TITLE, extra=notes)
+        context = publish_page(
+            open_pages(ctx.config.data_dir), ctx.config.public_url, report, title=PUSH_TITLE,
+            context=CommentContext(made_at=ctx.clock()),
+        )  # fmt: skip
+        body = render_markdown(report, title=PUSH_TITLE, extra=notes, context=context,
+                               budget=forge_budget(forge.name))  # fmt: skip
         comment = upsert_commit_report(forge, event.repo, event.after, body, ctx.bot_login(forge))
-        publish_commit_statuses(
-            forge, event.repo, event.after, gate_statuses(report), comment.url or None
-        )
+        target = context.report_url or comment.url or None
+        publish_commit_statuses(forge, event.repo, event.after, gate_statuses(report), target)
         return report
