@@ -1,9 +1,13 @@
 """From rendered objects to an apply plan: validated, labelled, hashed and ordered.
 
-Order: ascending ``sluice.dev/wave`` (an integer annotation, default 0); within a wave
-Namespaces, then CustomResourceDefinitions, then the other kinds in Helm's install
-order (kinds Helm does not know, such as custom resources, last); ties keep the
-render's order.
+Order: ascending wave, an integer annotation, default 0: ``sluice.dev/wave``, else Argo
+CD's ``argocd.argoproj.io/sync-wave`` (so a repo written for Argo CD keeps its order;
+when both are set, ``sluice.dev/wave`` wins). Within a wave Namespaces, then
+CustomResourceDefinitions, then the other kinds in Helm's install order (kinds Helm does
+not know, such as custom resources, last); ties keep the render's order.
+
+A Namespace the app itself creates is applied before any object in it, whatever the
+waves say: it moves to the earliest wave of the objects it holds.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.diff import is_namespaced, normalize
@@ -27,6 +31,8 @@ from bot.puller.inventory import (
 )
 
 WAVE_ANNOTATION = "sluice.dev/wave"
+ARGOCD_WAVE_ANNOTATION = "argocd.argoproj.io/sync-wave"
+WAVE_ANNOTATIONS = (WAVE_ANNOTATION, ARGOCD_WAVE_ANNOTATION)  # the first one set wins
 Json = dict[str, Any]
 
 NAMESPACE_RANK = 0
@@ -124,7 +130,22 @@ def plan(app: str, objects: Sequence[Any]) -> list[Planned]:
         planned.append(item)
     if problems:
         raise PlanError(problems)
-    return sorted(planned, key=Planned.sort_key)
+    return sorted(_namespaces_first(planned), key=Planned.sort_key)
+
+
+def _namespaces_first(planned: list[Planned]) -> list[Planned]:
+    """Move each Namespace the app creates to the earliest wave of the objects in it."""
+    earliest: dict[str, int] = {}
+    for item in planned:
+        if item.ref.namespace is not None:
+            wave = earliest.get(item.ref.namespace)
+            earliest[item.ref.namespace] = item.wave if wave is None else min(wave, item.wave)
+    return [
+        replace(item, wave=earliest[item.ref.name])
+        if item.rank == NAMESPACE_RANK and earliest.get(item.ref.name, item.wave) < item.wave
+        else item
+        for item in planned
+    ]
 
 
 def _plan_one(app: str, obj: Any, position: int, problems: list[str]) -> Planned | None:
@@ -179,14 +200,16 @@ def _wave(annotations: Any, ref: ObjectRef, problems: list[str]) -> int | None:
     if annotations is not None and not isinstance(annotations, dict):
         problems.append(f"{ref.label()}: metadata.annotations is not a mapping")
         return None
-    raw = (annotations or {}).get(WAVE_ANNOTATION)
-    if raw is None:
-        return 0
-    text = str(raw).strip()
-    if not _WAVE.match(text):
-        problems.append(f"{ref.label()}: annotation {WAVE_ANNOTATION}={raw!r} is not an integer")
-        return None
-    return int(text)
+    for name in WAVE_ANNOTATIONS:
+        raw = (annotations or {}).get(name)
+        if raw is None:
+            continue
+        text = str(raw).strip()
+        if not _WAVE.match(text):
+            problems.append(f"{ref.label()}: annotation {name}={raw!r} is not an integer")
+            return None
+        return int(text)
+    return 0
 
 
 def kind_rank(api_version: str, kind: str) -> int:

@@ -17,7 +17,7 @@ from kubernetes.dynamic import DynamicClient
 from bot.puller.apply import Applier, ApplyResult
 from bot.puller.cluster import RetryPolicy
 from bot.puller.inventory import InventoryStore, ObjectRef
-from bot.puller.plan import PlanError
+from bot.puller.plan import PlanError, plan
 from tests.emulators.kube import Fault, KubeEmulator, running
 
 KEY = b"k" * 32
@@ -247,6 +247,52 @@ def test_waves_run_in_ascending_order_namespaces_first_within_a_wave(kube, appli
         "/api/v1/namespaces/web/configmaps/middle",
         "/api/v1/namespaces/web/configmaps/late",
     ]
+
+
+def test_a_namespace_the_app_creates_goes_before_its_objects_whatever_the_waves(kube, applier):
+    early = configmap("early", ns="fresh", wave=-1)
+    objects = [early, namespace("fresh"), configmap("later", ns="fresh", wave=3)]
+
+    result = applier.apply(APP, objects)
+
+    assert result.ok, result.errors
+    assert applies(kube) == [
+        "/api/v1/namespaces/fresh",
+        "/api/v1/namespaces/fresh/configmaps/early",
+        "/api/v1/namespaces/fresh/configmaps/later",
+    ]
+    assert [
+        r.path for r in kube.requests if r.status == 404 and "sluice-system" not in r.path
+    ] == []
+    kube.reset_calls()
+    assert applier.apply(APP, objects).ok
+    assert kube.write_calls() == 0
+
+
+def test_argo_cd_sync_waves_order_the_apply_and_sluice_waves_win(kube, applier):
+    def argo(name: str, wave: str, **extra: str) -> dict:
+        obj = configmap(name)
+        obj["metadata"]["annotations"] = {"argocd.argoproj.io/sync-wave": wave, **extra}
+        return obj
+
+    objects = [
+        argo("second", "5"),
+        argo("both", "-10", **{"sluice.dev/wave": "9"}),
+        configmap("plain"),
+        argo("first", "-2"),
+        namespace("web"),
+    ]
+
+    assert applier.apply(APP, objects).ok
+    assert applies(kube) == [
+        "/api/v1/namespaces/web",
+        "/api/v1/namespaces/web/configmaps/first",
+        "/api/v1/namespaces/web/configmaps/plain",
+        "/api/v1/namespaces/web/configmaps/second",
+        "/api/v1/namespaces/web/configmaps/both",
+    ]
+    with pytest.raises(PlanError, match=r"annotation argocd\.argoproj\.io/sync-wave='soon'"):
+        plan(APP, [argo("bad", "soon")])
 
 
 def test_namespace_crd_and_custom_resource_in_one_apply(kube, applier):
