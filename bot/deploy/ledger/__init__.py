@@ -25,20 +25,12 @@ over the commit that wrote the entry and on the revision being reachable from
 the tracked branch.
 """
 
-from bot.deploy.ledger.branch import (
-    ACTIONS,
-    APPS_DIR,
-    DEFAULT_BRANCH,
-    Action,
-    BotSigner,
-    Ledger,
-    LedgerEntry,
-    LedgerError,
-    SigningConfig,
-    VerifiedLedger,
-    utc_now,
-    verify_tip,
-)
+from bot.config.signing import DEFAULT_LEDGER_BRANCH as DEFAULT_BRANCH
+from bot.config.signing import SigningConfig
+from bot.deploy.ledger.branch import BotSigner, Ledger
+from bot.deploy.ledger.entry import ACTIONS, APPS_DIR, Action, LedgerEntry, utc_now
+from bot.deploy.ledger.verify import VerifiedLedger, verify_tip
+from bot.errors import LedgerError
 
 __all__ = [
     "ACTIONS",

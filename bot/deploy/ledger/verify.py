@@ -1,0 +1,101 @@
+"""Verifying the ledger (the puller's side): a trusted tip, and entries the bot signed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.config.signing import DEFAULT_LEDGER_BRANCH as DEFAULT_BRANCH
+from bot.deploy.ledger.branch import Ledger
+from bot.deploy.ledger.entry import LedgerEntry, read_entry
+from bot.errors import LedgerError
+from bot.gitops import Git, GitError
+from bot.models import CommitCheck
+from bot.signatures import SignatureVerifier, TrustedKeys
+
+
+@dataclass(frozen=True)
+class VerifiedLedger:
+    """A ledger tip whose signature was checked against the trusted bot keys."""
+
+    git: Git
+    branch: str
+    tip: str
+    check: CommitCheck
+    keys: TrustedKeys = field(repr=False)
+
+    def entry(self, app: str) -> LedgerEntry | None:
+        return read_entry(self.git, self.tip, app)
+
+    def approved_revision(
+        self, app: str, tracked_branch: str, *, allow_preview_deploy: bool = False
+    ) -> LedgerEntry:
+        """The entry for ``app`` if the puller may deploy it, else :class:`LedgerError`.
+
+        The commit that last wrote the entry must itself carry a trusted bot
+        signature (a signed tip on top of a forged entry is not enough), and the
+        revision must be reachable from ``tracked_branch``, except for a
+        ``preview-deploy`` of an app that allows it (``allow_preview_deploy``): that
+        revision is an open pull request's head, which no tracked branch holds yet.
+        """
+        entry = self.entry(app)
+        if entry is None:
+            raise LedgerError(f"the ledger at {self.tip[:12]} has no entry for app {app!r}")
+        preview = entry.action == "preview-deploy"
+        if preview and not allow_preview_deploy:
+            raise LedgerError(
+                f"app {app!r}: the ledger entry is a preview-deploy, which this app does not allow"
+            )
+        writer = self.git.run("log", "-1", "--format=%H", self.tip, "--", entry.path)
+        writer_sha = writer.decode().strip()
+        if writer_sha != self.tip:
+            _require_trusted(self.git, self.keys, writer_sha, f"ledger entry for {app!r}")
+        if self.git.run("cat-file", "-t", entry.revision, check=False).strip() != b"commit":
+            raise LedgerError(
+                f"app {app!r}: approved revision {entry.revision[:12]} is not in the repository"
+            )
+        try:
+            tracked = self.git.resolve(tracked_branch)
+        except GitError as exc:
+            raise LedgerError(f"tracked branch: {exc}") from None
+        if not preview and not self.git.is_ancestor(entry.revision, tracked):
+            raise LedgerError(
+                f"app {app!r}: revision {entry.revision[:12]} is not reachable from "
+                f"{tracked_branch} ({tracked[:12]}); refusing to deploy it"
+            )
+        return entry
+
+
+def verify_tip(
+    git: Git,
+    trusted: TrustedKeys,
+    branch: str = DEFAULT_BRANCH,
+    *,
+    not_before: str | None = None,
+) -> VerifiedLedger:
+    """Check that the ledger tip is signed by a trusted bot key.
+
+    With ``not_before`` (the last ledger commit the caller acted on) the tip must
+    descend from it, so a ledger rewound to an older signed commit is refused.
+    """
+    ledger = Ledger(git, branch)
+    tip = ledger.tip()
+    if tip is None:
+        raise LedgerError(f"ledger branch {branch} does not exist")
+    if not_before is not None and not git.is_ancestor(not_before, tip):
+        raise LedgerError(
+            f"ledger branch {branch} at {tip[:12]} does not descend from {not_before[:12]}, "
+            "the last ledger commit acted on: it was rewound or rewritten"
+        )
+    check = _require_trusted(git, trusted, tip, f"ledger tip of {branch}")
+    return VerifiedLedger(git=git, branch=branch, tip=tip, check=check, keys=trusted)
+
+
+def _require_trusted(git: Git, keys: TrustedKeys, sha: str, what: str) -> CommitCheck:
+    with SignatureVerifier(keys) as verifier:
+        check = verifier.check_commit(git, sha)
+    if check.status != "valid":
+        detail = f": {check.detail}" if check.detail else ""
+        raise LedgerError(
+            f"{what} ({sha[:12]}) is {check.status}, not signed by a trusted bot key{detail}"
+        )
+    return check
