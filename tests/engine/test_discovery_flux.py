@@ -314,3 +314,44 @@ def test_envsubst_rules(text: str, variables: dict, expected: str) -> None:
 def test_envsubst_refuses_what_it_cannot_do() -> None:
     with pytest.raises(RenderError, match=r"unsupported substitution \$\{a@Q\}"):
         Substitution({"a": "x"}).text("${a@Q}", "t")
+
+
+def test_flux_sources_outside_the_repo_are_reported_not_rendered(repo) -> None:
+    fleet, _ = repo
+    fleet.write(
+        {
+            "clusters/production/external.yaml": """
+                apiVersion: source.toolkit.fluxcd.io/v1
+                kind: HelmRepository
+                metadata: {name: bitnami, namespace: flux-system}
+                spec: {url: "https://charts.bitnami.com/bitnami"}
+                ---
+                apiVersion: helm.toolkit.fluxcd.io/v2
+                kind: HelmRelease
+                metadata: {name: redis, namespace: flux-system}
+                spec:
+                  chart:
+                    spec:
+                      chart: redis
+                      version: 18.0.0
+                      sourceRef: {kind: HelmRepository, name: bitnami}
+                ---
+                apiVersion: kustomize.toolkit.fluxcd.io/v1
+                kind: Kustomization
+                metadata: {name: podinfo-oci, namespace: flux-system}
+                spec:
+                  path: ./
+                  sourceRef: {kind: OCIRepository, name: podinfo}
+                """,
+        }
+    )
+    found = apps(fleet.root)
+    redis = render_app(found["flux:flux-system/redis"], fleet.root)
+    assert (redis.objects, redis.unrendered) == (
+        [],
+        ("not rendered: external source https://charts.bitnami.com/bitnami (chart redis 18.0.0)",),
+    )
+    oci = render_app(found["flux:flux-system/podinfo-oci"], fleet.root)
+    assert oci.unrendered == (
+        "not rendered: external source OCIRepository flux-system/podinfo (path .)",
+    )
