@@ -192,6 +192,36 @@ class Cluster:
             ),
         )
 
+    def create(self, resource: Resource, body: Json) -> Json:
+        """Create ``body``; a 409 (it exists) raises :class:`ClusterError`."""
+        meta = body.get("metadata") or {}
+        return self._call(
+            f"create {resource.kind} {meta.get('name')}",
+            lambda: self.dynamic.create(
+                resource,
+                body=body,
+                namespace=meta.get("namespace") if resource.namespaced else None,
+                serializer=_raw,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            ),
+        )
+
+    def replace(self, resource: Resource, body: Json) -> Json:
+        """Replace the object with ``body``; its ``metadata.resourceVersion`` is the
+        precondition, so a concurrent writer makes this a 409 :class:`ClusterError`."""
+        meta = body.get("metadata") or {}
+        return self._call(
+            f"replace {resource.kind} {meta.get('name')}",
+            lambda: self.dynamic.replace(
+                resource,
+                body=body,
+                name=meta.get("name"),
+                namespace=meta.get("namespace") if resource.namespaced else None,
+                serializer=_raw,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            ),
+        )
+
     def delete(
         self, resource: Resource, name: str, namespace: str | None, *, uid: str | None = None
     ) -> bool:

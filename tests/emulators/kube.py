@@ -213,6 +213,7 @@ BUILTIN_TYPES = (
         "rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
     ),
     _builtin("policy", "PodDisruptionBudget", "poddisruptionbudgets", short=("pdb",), status=True),
+    _builtin("coordination.k8s.io", "Lease", "leases"),
     _builtin(
         "apiextensions.k8s.io",
         "CustomResourceDefinition",
