@@ -168,6 +168,16 @@ class RenderEngine:
         except OSError as exc:
             message = f"{app.path or '.'}: cannot read the app's files ({exc.strerror or exc})"
             return RenderedApp(app, renderer, error=message, inputs=inputs)
+        except RecursionError:
+            message = f"{app.path or '.'}: the app's manifests are nested too deeply to read"
+            return RenderedApp(app, renderer, error=message, inputs=inputs)
+        except (ValueError, TypeError) as exc:
+            # A parse failure nobody foresaw is still this app's error, not the preview's.
+            # The exception text may quote file content (a Secret): only its type is shown.
+            message = (
+                f"{app.path or '.'}: cannot read the rendered manifests ({type(exc).__name__})"
+            )
+            return RenderedApp(app, renderer, error=message, inputs=inputs)
         return RenderedApp(app, renderer, objects=objects, inputs=inputs)
 
     def render_many(

@@ -585,3 +585,14 @@ def test_render_slots_bound_renders_across_processes(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_a_parse_failure_nobody_foresaw_is_one_apps_error(tmp_path: Path) -> None:
+    """A 5,000-digit YAML integer makes the YAML constructor raise ValueError, not a
+    YAML error: still only that app's error, and no digits are quoted."""
+    number = "9" * 5000
+    write(tmp_path, "plain/huge/cm.yaml", CM.format(name="huge", value=number))
+    good = _good_chart(tmp_path)
+    results = render_apps([App(name="huge", path="plain/huge"), good], tmp_path)
+    assert results[0].error == "plain/huge: cannot read the rendered manifests (ValueError)"
+    assert results[1].error is None
