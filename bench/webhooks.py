@@ -1,22 +1,29 @@
 #!/usr/bin/env python3
-"""Benchmark ``sluice serve`` (gunicorn + job process) against the GitHub emulator.
+"""Benchmark ``sluice serve`` (gunicorn + job process) against the GitHub emulator,
+on SQLite (one replica) and on PostgreSQL (1, 2 and 3 replicas on one database).
 
-Prints:
+Prints, for each setup:
 * intake: deliveries/s and p50/p99 acknowledgement latency for signed
   ``issue_comment`` deliveries (plain remarks, not commands: every one is stored as
-  a job and run) sent from 4 client threads over keep-alive connections;
+  a job and run) sent from ``--threads`` client threads over keep-alive
+  connections, spread round-robin over the replicas (as a Service would);
 * webhook-to-comment latency for a 1-app PR on the 200-app repo of
-  bench/preview.py, from sending ``pull_request opened`` until the emulator holds
-  the report comment (median of several runs, each a new head on a warm base).
+  bench/preview.py (SQLite and PostgreSQL with 1 replica), from sending
+  ``pull_request opened`` until the emulator holds the report comment (median of
+  several runs, each a new head on a warm base).
 
-Targets (2-core machine): ≥ 500 deliveries/s with p99 ≤ 25 ms; comment ≤ 1.5 s.
+PostgreSQL is a throwaway server started here (Debian's binaries, fsync on).
+Targets (2-core machine): PostgreSQL with 2 replicas ≥ 500 deliveries/s with p99 ≤ 25 ms;
+comment on PostgreSQL no more than 10 % slower than on SQLite.
 
-Usage: python bench/webhooks.py [--deliveries 2000] [--threads 4] [--runs 5] [--apps 200]
+Usage: python bench/webhooks.py [--setups sqlite,pg1,pg2,pg3] [--deliveries 2000]
+       [--threads 4] [--runs 5] [--apps 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -36,6 +43,7 @@ from preview import build_repo, git  # noqa: E402  (bench/preview.py)
 from bot.report import MARKER  # noqa: E402
 from tests.botkit import GH_TOKEN, SluiceServer, github_delivery, server_env, wait_for  # noqa: E402
 from tests.emulators.github import GitHubEmulator  # noqa: E402
+from tests.pgkit import PgServer  # noqa: E402
 
 REPO = "bench/gitops"
 BOT = "sluice-bot"
@@ -46,7 +54,10 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-def bench_intake(server: SluiceServer, gh: GitHubEmulator, deliveries: int, threads: int) -> None:
+def bench_intake(
+    servers: list[SluiceServer], gh: GitHubEmulator, deliveries: int, threads: int
+) -> tuple[float, float]:
+    """Deliveries/s and p99 ack latency (s), clients spread over ``servers``."""
     comment_id = gh.add_comment(REPO, 1, "looks good to me, thanks!", author="reviewer")
     payload = gh.issue_comment_event(REPO, comment_id)
     requests_per_thread = [
@@ -59,9 +70,9 @@ def bench_intake(server: SluiceServer, gh: GitHubEmulator, deliveries: int, thre
     latencies: list[list[float]] = [[] for _ in range(threads)]
     failures: list[str] = []
     start = threading.Barrier(threads + 1)
-    url = f"{server.url}/webhooks/github"
 
     def client(index: int) -> None:
+        url = f"{servers[index % len(servers)].url}/webhooks/github"
         session = requests.Session()
         session.post(url, data=b"{}", timeout=10)  # open the keep-alive connection (a 401)
         start.wait()
@@ -83,17 +94,21 @@ def bench_intake(server: SluiceServer, gh: GitHubEmulator, deliveries: int, thre
     if failures:
         raise SystemExit(f"{len(failures)} deliveries failed, e.g. {failures[0]}")
     flat = sorted(v for per_thread in latencies for v in per_thread)
+    rate, p99 = deliveries / elapsed, percentile(flat, 0.99)
     print(
-        f"intake: {deliveries} signed deliveries, {threads} threads, keep-alive: "
-        f"{deliveries / elapsed:7.0f} deliveries/s"
+        f"  intake: {deliveries} signed deliveries, {threads} threads, keep-alive: "
+        f"{rate:7.0f} deliveries/s"
     )
     print(
-        f"intake ack latency: p50 {statistics.median(flat) * 1000:6.2f} ms   "
-        f"p99 {percentile(flat, 0.99) * 1000:6.2f} ms   max {flat[-1] * 1000:6.2f} ms"
+        f"  intake ack latency: p50 {statistics.median(flat) * 1000:6.2f} ms   "
+        f"p99 {p99 * 1000:6.2f} ms   max {flat[-1] * 1000:6.2f} ms"
     )
+    return rate, p99
 
 
-def bench_comment(server: SluiceServer, gh: GitHubEmulator, repo: Path, runs: int) -> list[float]:
+def bench_comment(
+    server: SluiceServer, gh: GitHubEmulator, repo: Path, runs: int, first_number: int = 100
+) -> list[float]:
     base = git(repo, "rev-parse", "main").strip()
     target = repo / "apps/app42/objects.yaml"
     original = target.read_text()
@@ -104,7 +119,7 @@ def bench_comment(server: SluiceServer, gh: GitHubEmulator, repo: Path, runs: in
         git(repo, "commit", "-q", "-am", f"bench: scale app42 to {run + 3}")
         head = git(repo, "rev-parse", "HEAD").strip()
         git(repo, "checkout", "-q", "main")
-        number = 100 + run
+        number = first_number + run
         pull = gh.add_pull(REPO, number=number, base_sha=base, head_sha=head, head_ref=f"pr-{run}")
         payload = gh.pull_request_event(REPO, pull.number)
         t0 = time.perf_counter()
@@ -115,24 +130,33 @@ def bench_comment(server: SluiceServer, gh: GitHubEmulator, repo: Path, runs: in
             comments = gh.comments(REPO, number)
             return any(c.author == BOT and MARKER in c.body for c in comments)
 
-        wait_for(commented, 60, f"the report on PR #{number}", poll=0.002)
+        wait_for(commented, 180, f"the report on PR #{number}", poll=0.002)
         elapsed = time.perf_counter() - t0
         label = "cold cache (not counted)" if run == 0 else "warm base"
-        print(f"webhook → comment, run {run} ({label}): {elapsed * 1000:7.0f} ms")
+        print(f"  webhook → comment, run {run} ({label}): {elapsed * 1000:7.0f} ms")
         if run:
             timings.append(elapsed)
-    print(f"webhook → comment, median of {runs}: {statistics.median(timings) * 1000:7.0f} ms")
+    print(f"  webhook → comment, median of {runs}: {statistics.median(timings) * 1000:7.0f} ms")
     return timings
+
+
+SETUPS = {"sqlite": 0, "pg1": 1, "pg2": 2, "pg3": 3}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setups", default="sqlite,pg1,pg2,pg3")
     parser.add_argument("--deliveries", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--apps", type=int, default=200)
     parser.add_argument("--objects", type=int, default=50)
     args = parser.parse_args()
+    setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown:
+        parser.error(f"unknown setup(s) {unknown}; choose from {sorted(SETUPS)}")
+    print(f"load average before the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     with (
         tempfile.TemporaryDirectory(prefix="sluice-bench-hooks-") as tmp,
         GitHubEmulator(bot_login=BOT, bot_token=GH_TOKEN) as gh,
@@ -144,22 +168,64 @@ def main() -> int:
         print(f"built the {args.apps}-app repo in {time.perf_counter() - t0:.1f} s")
         gh.add_repo(REPO, clone_url=str(repo))
         gh.add_pull(REPO, number=1, base_sha=git(repo, "rev-parse", "main").strip())
-        env = server_env(workdir / "data", github_url=gh.base_url)
-        server = SluiceServer(env, workdir / "serve.log")
-        server.start()
+        postgres = PgServer.start(durable=True) if any(SETUPS[s] for s in setups) else None
+        results: dict[str, tuple[float, float, float | None]] = {}
         try:
-            bench_intake(server, gh, args.deliveries, args.threads)
-            queue_drained(server)
-            bench_comment(server, gh, repo, args.runs)
+            for setup in setups:
+                print(f"== {setup}")
+                results[setup] = run_setup(setup, workdir / setup, gh, repo, postgres, args)
         finally:
-            server.stop()
+            if postgres is not None:
+                postgres.stop()
+    print("setup     deliveries/s   p99 ack ms   webhook→comment ms")
+    for setup, (rate, p99, comment) in results.items():
+        shown = f"{comment * 1000:10.0f}" if comment is not None else "         -"
+        print(f"{setup:8s} {rate:12.0f} {p99 * 1000:12.2f}   {shown}")
+    print(f"load average after the run: {os.getloadavg()[0]:.1f}")
     return 0
 
 
-def queue_drained(server: SluiceServer) -> None:
+def run_setup(
+    setup: str,
+    workdir: Path,
+    gh: GitHubEmulator,
+    repo: Path,
+    postgres: PgServer | None,
+    args: argparse.Namespace,
+) -> tuple[float, float, float | None]:
+    count = SETUPS[setup] or 1
+    url = postgres.new_database() if SETUPS[setup] and postgres is not None else None
+    servers = []
+    for index in range(count):
+        env = server_env(workdir / f"r{index}" / "data", github_url=gh.base_url)
+        if url is not None:
+            env |= {
+                "SLUICE_DATABASE_URL": url,
+                "SLUICE_FINGERPRINT_KEY": "ab" * 32,
+                "SLUICE_REPLICA_ID": f"{setup}-r{index}",
+            }
+        servers.append(SluiceServer(env, workdir / f"r{index}.log"))
+    for server in servers:
+        server.start()
+    try:
+        rate, p99 = bench_intake(servers, gh, args.deliveries, args.threads)
+        queue_drained(servers[0], url)
+        comment = None
+        if setup in ("sqlite", "pg1"):
+            first = 100 + 100 * list(SETUPS).index(setup)
+            comment = statistics.median(bench_comment(servers[0], gh, repo, args.runs, first))
+    finally:
+        for server in servers:
+            server.stop()
+    return rate, p99, comment
+
+
+def queue_drained(server: SluiceServer, url: str | None) -> None:
+    from bot.server.storage import open_database
     from bot.server.storage.queue import JobQueue
 
-    queue = JobQueue(Path(server.env["SLUICE_DATA_DIR"]) / "sluice.db")
+    database = open_database(url, Path(server.env["SLUICE_DATA_DIR"]) / "sluice.db")
+    queue = JobQueue(database)
     t0 = time.perf_counter()
 
     def drained() -> bool:
@@ -168,7 +234,10 @@ def queue_drained(server: SluiceServer) -> None:
 
     wait_for(drained, 300, "the job queue to drain", poll=0.1)
     done = queue.stats().by_state["done"]
-    print(f"job process ran {done} comment jobs; drained {time.perf_counter() - t0:.1f} s later")
+    print(
+        f"  job processes ran {done} comment jobs; drained {time.perf_counter() - t0:.1f} s later"
+    )
+    database.close()
 
 
 if __name__ == "__main__":

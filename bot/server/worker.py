@@ -119,7 +119,10 @@ class WorkerPool:
         self._deadlines: dict[int, float] = {}
         self.pool_id = pool_id or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        # One wake-up call wakes one idle thread (a NOTIFY per job must not send every
+        # idle thread of every replica to the database at once).
+        self._wake = threading.Condition()
+        self._wakeups = 0
         self._threads: list[threading.Thread] = []
         self._housekeeper: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -149,7 +152,8 @@ class WorkerPool:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; wait for running jobs; give back any still running at the deadline."""
         self._stop.set()
-        self._wake.set()
+        with self._wake:
+            self._wake.notify_all()
         if self._listener is not None:
             self._listener.stop()
         deadline = time.monotonic() + timeout
@@ -173,8 +177,17 @@ class WorkerPool:
             log.warning("could not clear this pool's liveness beat: %s", exc)
 
     def wake(self) -> None:
-        """Poll the queue now (after an enqueue in the same process)."""
-        self._wake.set()
+        """Have one idle thread poll the queue now (a job may have become runnable)."""
+        with self._wake:
+            self._wakeups = min(self._wakeups + 1, self.size)
+            self._wake.notify()
+
+    def _idle(self) -> None:
+        """Wait for a wake-up call, or ``poll_s`` at most (the fallback)."""
+        with self._wake:
+            if self._wakeups == 0 and not self._stop.is_set():
+                self._wake.wait(self.poll_s)
+            self._wakeups = max(0, self._wakeups - 1)
 
     def alive(self) -> bool:
         return (
@@ -195,8 +208,7 @@ class WorkerPool:
             try:
                 job = self.queue.claim(worker_id, self.lease_s)
                 if job is None:
-                    self._wake.wait(self.poll_s)
-                    self._wake.clear()
+                    self._idle()
                     continue
                 self._run(job)
             except StorageError as exc:
@@ -322,7 +334,8 @@ class WorkerPool:
         recovery = self.queue.recover_expired(self.max_attempts, self.orphaned_after_s)
         if recovery.requeued:
             log.warning("requeued %d job(s) whose worker was lost", len(recovery.requeued))
-            self._wake.set()
+            for _ in recovery.requeued:
+                self.wake()
         for job in recovery.failed:
             self._notify_give_up(job, job.last_error or "worker lost repeatedly")
 

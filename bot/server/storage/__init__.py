@@ -47,7 +47,9 @@ def open_database(
     if database_url:
         from bot.server.storage.postgres import PostgresDatabase  # psycopg only when used
 
-        db = PostgresDatabase(database_url, max_connections=max_connections)
+        db = PostgresDatabase(
+            database_url, max_connections=max_connections, synchronous=synchronous
+        )
     else:
         db = SqliteDatabase(sqlite_path, synchronous=synchronous)
     migrate(db)

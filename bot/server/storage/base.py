@@ -76,6 +76,10 @@ class Database(ABC):
     #: Same, skipping rows another transaction has locked (job claiming).
     skip_locked: str = ""
 
+    def skip_locked_of(self, alias: str) -> str:
+        """``skip_locked`` for the rows of table ``alias`` only (a join with a grouped query)."""
+        return f" FOR UPDATE OF {alias} SKIP LOCKED" if self.skip_locked else ""
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Tx]:
         """A write transaction: committed on success, rolled back on an exception."""

@@ -179,6 +179,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS write_slots_slot ON write_slots (budget_key, slot);\n"
         ),
     ),
+    Migration(
+        5,
+        "the head of each PR's line of queued jobs is an index lookup",
+        _both("CREATE INDEX IF NOT EXISTS jobs_queued_per_pr ON jobs (state, pr_key, id);\n"),
+    ),
 )
 
 

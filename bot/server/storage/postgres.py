@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import psycopg
@@ -58,11 +58,21 @@ class PostgresDatabase(Database):
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, url: str, *, max_connections: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 10,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    ) -> None:
         if urlsplit(url).scheme not in ("postgresql", "postgres"):
             raise ValueError("SLUICE_DATABASE_URL must start with postgresql://")
         self._url = url
         self._max = max_connections
+        # NORMAL, like SQLite's: a commit survives a crash of Sluice, and a crash of the
+        # database server may lose the last moment of commits (synchronous_commit=off
+        # never corrupts anything). FULL waits for the WAL flush (and any sync replica).
+        self._options = "-c synchronous_commit=off" if synchronous == "NORMAL" else ""
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self._pid = 0
@@ -75,7 +85,11 @@ class PostgresDatabase(Database):
                     self._url,
                     min_size=1,
                     max_size=self._max,
-                    kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT_S},
+                    kwargs={
+                        "row_factory": dict_row,
+                        "connect_timeout": CONNECT_TIMEOUT_S,
+                        "options": self._options,
+                    },
                     check=ConnectionPool.check_connection,
                     timeout=CONNECT_TIMEOUT_S * 2,
                     name="sluice",

@@ -185,13 +185,15 @@ class JobQueue:
             now = self.clock()
             try:
                 with self.database.transaction() as tx:
+                    # The head of each PR's line, once per PR: a PR with many queued jobs
+                    # behind a running one costs one row here, not one row per job.
                     row = tx.one(
-                        "SELECT id FROM jobs AS j WHERE j.state = 'queued' AND j.next_run_at <= ? "
-                        "AND j.id = (SELECT MIN(q.id) FROM jobs AS q "
-                        "            WHERE q.pr_key = j.pr_key AND q.state = 'queued') "
-                        "AND NOT EXISTS (SELECT 1 FROM jobs AS r "
-                        "                WHERE r.pr_key = j.pr_key AND r.state = 'running') "
-                        "ORDER BY j.id LIMIT 1" + self.database.skip_locked,
+                        "SELECT j.id FROM (SELECT MIN(id) AS id FROM jobs WHERE state = 'queued' "
+                        "                  GROUP BY pr_key) AS head "
+                        "JOIN jobs AS j ON j.id = head.id "
+                        "WHERE j.next_run_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs AS r "
+                        "      WHERE r.pr_key = j.pr_key AND r.state = 'running') "
+                        "ORDER BY j.id LIMIT 1" + self.database.skip_locked_of("j"),
                         (now,),
                     )
                     if row is None:
