@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.config.server import ServerConfig
-from bot.deploy.overrides import OverrideStore
-from bot.deploy.promoter import Promoter
-from bot.deploy.puller_client import PullerClient
+from bot.deploy import OverrideStore, Promoter, PullerClient
 from bot.forge.base import Forge, PullRequest
 from bot.forge.retry import Retrier, WriteBudget, WritePacer
 from bot.forge.webhooks import (

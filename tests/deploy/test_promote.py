@@ -31,10 +31,9 @@ from werkzeug.serving import make_server
 
 from bot.config import ConfigError
 from bot.config.server import RepoSettings, ServerConfig
+from bot.deploy import DeployLog, PinStore, Promoter
 from bot.deploy.ledger import BotSigner, Ledger, SigningConfig, verify_tip
 from bot.deploy.overrides import OverrideStore, pr_key, violations_fingerprint
-from bot.deploy.pins import DeployLog, PinStore
-from bot.deploy.promoter import Promoter
 from bot.deploy.puller_client import PullerClient
 from bot.forge.base import RepoRef
 from bot.forge.github import GitHubForge

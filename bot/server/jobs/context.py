@@ -8,9 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.config.server import ServerConfig
-from bot.deploy.overrides import OverrideStore
-from bot.deploy.promoter import Promoter
-from bot.deploy.puller_client import PullerClient
+from bot.deploy import OverrideStore, Promoter, PullerClient
 from bot.errors import RetryableError
 from bot.forge.base import Forge, RepoRef
 from bot.gitops import Git, GitError, Mirrors

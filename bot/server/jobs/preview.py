@@ -6,10 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from bot.config.server import RepoSettings
-from bot.deploy.live_diff import live_diffs
-from bot.deploy.live_report import render_live_section
+from bot.deploy import PullerClient, live_diffs, render_live_section
 from bot.deploy.overrides import apply_override, pr_key, violations_fingerprint
-from bot.deploy.puller_client import PullerClient
 from bot.errors import RetryableError
 from bot.forge.base import Forge, PullRequest
 from bot.forge.webhooks import PullRequestEvent
