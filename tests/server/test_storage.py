@@ -217,3 +217,68 @@ def test_a_servers_wait_hint_pauses_every_replica(database, reopen):
 def test_budget_key_never_holds_the_token():
     key = budget_key("github", "https://api.github.com", "ghp_secretvalue")
     assert "secret" not in key and key.startswith("github:")
+
+
+# -- metrics per replica, pacing, upgrades ------------------------------------------------
+
+
+def test_job_counters_are_per_replica_so_pods_can_be_summed(database, reopen):
+    a = JobQueue(database, replica="pod-a")
+    b = JobQueue(reopen(database), replica="pod-b")
+    for n in range(3):
+        a.enqueue(NewJob("command", "github", "o/r", f"github:o/r#{n}", {}))
+    for queue in (a, b, a):
+        job = queue.claim(f"{queue.replica}/0", 30)
+        assert job is not None and queue.complete(job)
+    assert a.stats().totals == {("command", "success"): 2}
+    assert b.stats().totals == {("command", "success"): 1}
+    # The queue itself is one: both pods see the same depth.
+    assert a.stats().by_state == b.stats().by_state
+
+
+def test_a_slow_write_counts_until_it_finished():
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = WritePacer(2, 10.0, clock=lambda: now[0], sleep=sleep)
+    with pacer.slot():
+        now[0] += 4.0  # the request took 4 s to reach the server and answer
+    pacer.acquire()
+    pacer.acquire()  # the third write waits for the slow one's window: 4 + 10 s
+    assert now[0] == pytest.approx(14.0)
+
+
+def test_an_old_single_node_database_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "sluice.db"
+    with sqlite3.connect(path) as conn:  # the schema of the release before the storage seam
+        conn.executescript(
+            """
+            CREATE TABLE deliveries (delivery_id TEXT PRIMARY KEY, forge TEXT NOT NULL,
+                job_id INTEGER, received_at REAL NOT NULL);
+            CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+                forge TEXT NOT NULL, repo TEXT NOT NULL, pr_key TEXT NOT NULL, head_sha TEXT,
+                payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'queued',
+                attempts INTEGER NOT NULL DEFAULT 0, next_run_at REAL NOT NULL,
+                lease_expires_at REAL, worker_id TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT, created_at REAL NOT NULL, started_at REAL, finished_at REAL);
+            CREATE TABLE job_totals (kind TEXT NOT NULL, result TEXT NOT NULL,
+                count INTEGER NOT NULL, PRIMARY KEY (kind, result));
+            INSERT INTO deliveries VALUES ('old-1', 'github', 1, 1.0);
+            INSERT INTO jobs (kind, forge, repo, pr_key, payload, next_run_at, created_at)
+                VALUES ('preview', 'github', 'o/r', 'github:o/r#1', '{"pr": 1}', 1.0, 1.0);
+            """
+        )
+    queue = JobQueue(path)
+    assert queue.seen_delivery("old-1")
+    job = queue.claim("w/0", 30)
+    assert job is not None and job.payload == {"pr": 1} and queue.complete(job)
+    assert queue.stats().totals == {("preview", "success"): 1}
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "job_totals" not in tables and "deploy_locks" in tables
