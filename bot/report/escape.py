@@ -10,10 +10,12 @@ import html
 import re
 import unicodedata
 
-# CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones
-# that can start Markdown syntax somewhere in a line or a table cell.
-_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|~:")
-_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;"}
+# CommonMark lets any ASCII punctuation be backslash-escaped; these can start Markdown
+# syntax anywhere in a line or a table cell ("[" opens links, so "(" needs no escape).
+_MARKDOWN_SPECIAL = set("\\`*_[]!|~:<>")
+# These start a block (list, heading, ordered list) only at the start of a line.
+_LINE_START_SPECIAL = set("-+#=.)")
+_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 _ZERO_WIDTH_SPACE = "\u200b"
 _BACKTICK_RUN = re.compile(r"`+")
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
@@ -51,10 +53,13 @@ def truncate(value: str, limit: int) -> str:
 def text(value: str) -> str:
     """Plain text for a Markdown paragraph or table cell, shown exactly as written."""
     out: list[str] = []
-    for ch in one_line(value):
+    line = one_line(value)
+    for i, ch in enumerate(line):
         if ch in _ENTITIES:
             out.append(_ENTITIES[ch])
-        elif ch in _MARKDOWN_SPECIAL:
+        elif ch in _MARKDOWN_SPECIAL or (
+            ch in _LINE_START_SPECIAL and (i == 0 or line[:i].isdigit())
+        ):
             out.append("\\" + ch)
         elif ch == "@":
             # "@name" would notify a user or team; the zero-width space keeps it inert.
