@@ -1,4 +1,4 @@
-"""Webhook deliveries from GitHub and GitLab: authentication and typed events.
+"""Webhook deliveries from GitHub and GitLab: authentication and parsing into typed events.
 
 This module and the two backends are the only places that know forge payload
 shapes. Everything downstream sees ``PullRequestEvent`` / ``CommentEvent`` /
@@ -9,133 +9,55 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from bot.forge.base import RepoRef
+from bot.forge.events import (
+    CommentAction,
+    CommentEvent,
+    Delivery,
+    Event,
+    ForgeName,
+    PayloadError,
+    PullRequestAction,
+    PullRequestEvent,
+    PushEvent,
+    SignatureError,
+    Unsupported,
+    WebhookError,
+    event_from_dict,
+    event_to_dict,
+    is_zero_sha,
+    pr_key,
+    push_key,
+)
+from bot.forge.payload import field_dict, field_int, field_str, header, json_object, login_of
 
-ForgeName = Literal["github", "gitlab"]
-PullRequestAction = Literal[
-    "opened",
-    "synchronize",
-    "reopened",
-    "ready_for_review",
-    "converted_to_draft",
-    "edited",
-    "closed",
-    "merged",
+__all__ = [
+    "CommentAction",
+    "CommentEvent",
+    "Delivery",
+    "Event",
+    "ForgeName",
+    "PayloadError",
+    "PullRequestAction",
+    "PullRequestEvent",
+    "PushEvent",
+    "SignatureError",
+    "Unsupported",
+    "WebhookError",
+    "event_from_dict",
+    "event_to_dict",
+    "github_signature",
+    "is_zero_sha",
+    "parse_github",
+    "parse_gitlab",
+    "pr_key",
+    "push_key",
+    "verify_github_signature",
+    "verify_gitlab_token",
 ]
-CommentAction = Literal["created", "edited", "deleted"]
-
-
-class WebhookError(ValueError):
-    """A delivery was rejected; ``status`` is the HTTP answer. Never quotes the body."""
-
-    status = 400
-
-
-class SignatureError(WebhookError):
-    status = 401
-
-
-class PayloadError(WebhookError):
-    status = 400
-
-
-@dataclass(frozen=True)
-class PullRequestEvent:
-    forge: ForgeName
-    repo: RepoRef
-    number: int
-    action: PullRequestAction
-    head_sha: str
-    base_sha: str | None  # GitLab's merge request hook does not carry it
-    base_ref: str
-    head_ref: str
-    draft: bool
-    is_fork: bool
-    author: str | None  # the PR author, when the payload names it
-    base_changed: bool = False
-    sender: str = ""  # who caused the event
-    title: str = ""
-    merge_sha: str | None = None
-    head_clone_url: str | None = None
-
-    @property
-    def pr_key(self) -> str:
-        return pr_key(self.forge, self.repo.full_name, self.number)
-
-
-@dataclass(frozen=True)
-class CommentEvent:
-    forge: ForgeName
-    repo: RepoRef
-    number: int
-    comment_id: int
-    body: str
-    author: str
-    action: CommentAction
-    is_pull_request: bool = True
-    author_is_bot: bool = False
-
-    @property
-    def pr_key(self) -> str:
-        return pr_key(self.forge, self.repo.full_name, self.number)
-
-
-@dataclass(frozen=True)
-class PushEvent:
-    """New commits on a branch (not a tag; never a deletion)."""
-
-    forge: ForgeName
-    repo: RepoRef
-    branch: str
-    before: str  # all zeros when the push created the branch
-    after: str
-    pusher: str
-    forced: bool = False  # GitHub says so; GitLab's push hook does not tell
-
-    @property
-    def created(self) -> bool:
-        return is_zero_sha(self.before)
-
-    @property
-    def pr_key(self) -> str:
-        """Serializes work on one branch, like ``pr_key`` does for a PR."""
-        return push_key(self.forge, self.repo.full_name, self.branch)
-
-
-@dataclass(frozen=True)
-class Unsupported:
-    reason: str
-
-
-Event = PullRequestEvent | CommentEvent | PushEvent
-
-
-@dataclass(frozen=True)
-class Delivery:
-    forge: ForgeName
-    delivery_id: str
-    event_name: str  # the forge's event header, e.g. "pull_request", "Note Hook"
-    event: Event | Unsupported
-
-
-def pr_key(forge: str, full_name: str, number: int) -> str:
-    """The key that serializes work on one PR: ``github:org/repo#12``."""
-    return f"{forge}:{full_name}#{number}"
-
-
-def push_key(forge: str, full_name: str, branch: str) -> str:
-    """The key that serializes work on one branch: ``github:org/repo@main``."""
-    return f"{forge}:{full_name}@{branch}"
-
-
-def is_zero_sha(sha: str) -> bool:
-    """The forges' "no commit" SHA (a created branch's before, a deleted one's after)."""
-    return bool(sha) and set(sha) == {"0"}
 
 
 # -- authentication --------------------------------------------------------------------
@@ -171,9 +93,9 @@ def github_signature(secret: str, body: bytes) -> str:
 
 def parse_github(headers: Mapping[str, str], body: bytes) -> Delivery:
     """Turn an authenticated GitHub delivery into a ``Delivery``."""
-    event_name = _header(headers, "X-GitHub-Event")
-    delivery_id = _header(headers, "X-GitHub-Delivery")
-    payload = _json_object(body)
+    event_name = header(headers, "X-GitHub-Event")
+    delivery_id = header(headers, "X-GitHub-Delivery")
+    payload = json_object(body)
     if event_name == "pull_request":
         event: Event | Unsupported = _github_pull_request(payload)
     elif event_name == "issue_comment":
@@ -189,9 +111,9 @@ def parse_github(headers: Mapping[str, str], body: bytes) -> Delivery:
 
 def parse_gitlab(headers: Mapping[str, str], body: bytes) -> Delivery:
     """Turn an authenticated GitLab delivery into a ``Delivery``."""
-    event_name = _header(headers, "X-Gitlab-Event")
-    delivery_id = _header(headers, "X-Gitlab-Event-UUID")
-    payload = _json_object(body)
+    event_name = header(headers, "X-Gitlab-Event")
+    delivery_id = header(headers, "X-Gitlab-Event-UUID")
+    payload = json_object(body)
     if event_name == "Merge Request Hook":
         event: Event | Unsupported = _gitlab_merge_request(payload)
     elif event_name == "Note Hook":
@@ -215,34 +137,34 @@ _GITHUB_PR_ACTIONS = {
 
 
 def _github_pull_request(payload: dict[str, Any]) -> PullRequestEvent | Unsupported:
-    action = _str(payload, "action")
+    action = field_str(payload, "action")
     if action not in _GITHUB_PR_ACTIONS:
         return Unsupported(f"pull_request action {action!r} is not handled")
-    pr = _dict(payload, "pull_request")
-    base = _dict(pr, "base")
-    head = _dict(pr, "head")
+    pr = field_dict(payload, "pull_request")
+    base = field_dict(pr, "base")
+    head = field_dict(pr, "head")
     base_changed = action == "edited" and "base" in (payload.get("changes") or {})
     if action == "edited" and not base_changed:
         return Unsupported("pull_request edited without a base branch change")
     if action == "closed" and pr.get("merged") is True:
         action = "merged"
-    repo = _github_repo(_dict(payload, "repository"))
+    repo = _github_repo(field_dict(payload, "repository"))
     head_repo = head.get("repo")  # null when the fork was deleted
     head_name = head_repo.get("full_name") if isinstance(head_repo, dict) else None
     return PullRequestEvent(
         forge="github",
         repo=repo,
-        number=_int(pr, "number"),
+        number=field_int(pr, "number"),
         action=action,  # type: ignore[arg-type]
-        head_sha=_str(head, "sha"),
-        base_sha=_str(base, "sha"),
-        base_ref=_str(base, "ref"),
-        head_ref=_str(head, "ref"),
+        head_sha=field_str(head, "sha"),
+        base_sha=field_str(base, "sha"),
+        base_ref=field_str(base, "ref"),
+        head_ref=field_str(head, "ref"),
         draft=bool(pr.get("draft", False)),
         is_fork=head_name != repo.full_name,
-        author=_login(pr.get("user")),
+        author=login_of(pr.get("user")),
         base_changed=base_changed,
-        sender=_login(payload.get("sender")) or "",
+        sender=login_of(payload.get("sender")) or "",
         title=str(pr.get("title") or ""),
         merge_sha=pr.get("merge_commit_sha") if action == "merged" else None,
         head_clone_url=head_repo.get("clone_url") if isinstance(head_repo, dict) else None,
@@ -250,21 +172,21 @@ def _github_pull_request(payload: dict[str, Any]) -> PullRequestEvent | Unsuppor
 
 
 def _github_issue_comment(payload: dict[str, Any]) -> CommentEvent | Unsupported:
-    issue = _dict(payload, "issue")
+    issue = field_dict(payload, "issue")
     if not issue.get("pull_request"):
         return Unsupported("issue_comment on an issue, not a pull request")
-    action = _str(payload, "action")
+    action = field_str(payload, "action")
     if action not in ("created", "edited", "deleted"):
         return Unsupported(f"issue_comment action {action!r} is not handled")
-    comment = _dict(payload, "comment")
+    comment = field_dict(payload, "comment")
     user = comment.get("user") or {}
     return CommentEvent(
         forge="github",
-        repo=_github_repo(_dict(payload, "repository")),
-        number=_int(issue, "number"),
-        comment_id=_int(comment, "id"),
+        repo=_github_repo(field_dict(payload, "repository")),
+        number=field_int(issue, "number"),
+        comment_id=field_int(comment, "id"),
         body=str(comment.get("body") or ""),
-        author=_login(user) or "",
+        author=login_of(user) or "",
         action=action,  # type: ignore[arg-type]
         is_pull_request=True,
         author_is_bot=isinstance(user, dict) and user.get("type") == "Bot",
@@ -272,20 +194,20 @@ def _github_issue_comment(payload: dict[str, Any]) -> CommentEvent | Unsupported
 
 
 def _github_push(payload: dict[str, Any]) -> PushEvent | Unsupported:
-    branch = _pushed_branch(_str(payload, "ref"))
+    branch = _pushed_branch(field_str(payload, "ref"))
     if isinstance(branch, Unsupported):
         return branch
-    after = _str(payload, "after")
+    after = field_str(payload, "after")
     if payload.get("deleted") is True or is_zero_sha(after):
         return Unsupported(f"push deleted branch {branch!r}")
     pusher = payload.get("pusher") if isinstance(payload.get("pusher"), dict) else {}
     return PushEvent(
         forge="github",
-        repo=_github_repo(_dict(payload, "repository")),
+        repo=_github_repo(field_dict(payload, "repository")),
         branch=branch,
-        before=_str(payload, "before"),
+        before=field_str(payload, "before"),
         after=after,
-        pusher=_login(payload.get("sender")) or str(pusher.get("name") or ""),
+        pusher=login_of(payload.get("sender")) or str(pusher.get("name") or ""),
         forced=payload.get("forced") is True,
     )
 
@@ -301,12 +223,14 @@ def _pushed_branch(ref: str) -> str | Unsupported:
 
 def _github_repo(repo: dict[str, Any]) -> RepoRef:
     return RepoRef(
-        forge="github", full_name=_str(repo, "full_name"), clone_url=_str(repo, "clone_url")
+        forge="github",
+        full_name=field_str(repo, "full_name"),
+        clone_url=field_str(repo, "clone_url"),
     )
 
 
 def _gitlab_merge_request(payload: dict[str, Any]) -> PullRequestEvent | Unsupported:
-    attrs = _dict(payload, "object_attributes")
+    attrs = field_dict(payload, "object_attributes")
     gitlab_action = attrs.get("action")
     changes = payload.get("changes") or {}
     draft = bool(attrs.get("draft", attrs.get("work_in_progress", False)))
@@ -331,22 +255,22 @@ def _gitlab_merge_request(payload: dict[str, Any]) -> PullRequestEvent | Unsuppo
             return Unsupported("merge request update without new commits or a target change")
     else:
         return Unsupported(f"merge request action {gitlab_action!r} is not handled")
-    project = _dict(payload, "project")
+    project = field_dict(payload, "project")
     repo = _gitlab_repo(project)
     source = attrs.get("source") if isinstance(attrs.get("source"), dict) else {}
-    last_commit = _dict(attrs, "last_commit")
+    last_commit = field_dict(attrs, "last_commit")
     source_project = attrs.get("source_project_id")
     target_project = attrs.get("target_project_id", repo.project_id)
-    sender = _login(payload.get("user")) or ""
+    sender = login_of(payload.get("user")) or ""
     return PullRequestEvent(
         forge="gitlab",
         repo=repo,
-        number=_int(attrs, "iid"),
+        number=field_int(attrs, "iid"),
         action=action,  # type: ignore[arg-type]
-        head_sha=_str(last_commit, "id"),
+        head_sha=field_str(last_commit, "id"),
         base_sha=None,
-        base_ref=_str(attrs, "target_branch"),
-        head_ref=_str(attrs, "source_branch"),
+        base_ref=field_str(attrs, "target_branch"),
+        head_ref=field_str(attrs, "source_branch"),
         draft=draft,
         is_fork=source_project is not None and source_project != target_project,
         author=sender if action == "opened" else None,
@@ -371,21 +295,21 @@ _GITLAB_NOTE_ACTIONS = {"create": "created", "update": "edited"}
 
 
 def _gitlab_note(payload: dict[str, Any]) -> CommentEvent | Unsupported:
-    attrs = _dict(payload, "object_attributes")
+    attrs = field_dict(payload, "object_attributes")
     if attrs.get("noteable_type") != "MergeRequest":
         return Unsupported(f"note on {attrs.get('noteable_type')!r}, not a merge request")
     action = _GITLAB_NOTE_ACTIONS.get(attrs.get("action") or "create")
     if action is None:
         return Unsupported(f"note action {attrs.get('action')!r} is not handled")
-    merge_request = _dict(payload, "merge_request")
+    merge_request = field_dict(payload, "merge_request")
     user = payload.get("user") or {}
     return CommentEvent(
         forge="gitlab",
-        repo=_gitlab_repo(_dict(payload, "project")),
-        number=_int(merge_request, "iid"),
-        comment_id=_int(attrs, "id"),
+        repo=_gitlab_repo(field_dict(payload, "project")),
+        number=field_int(merge_request, "iid"),
+        comment_id=field_int(attrs, "id"),
         body=str(attrs.get("note") or ""),
-        author=_login(user) or "",
+        author=login_of(user) or "",
         action=action,  # type: ignore[arg-type]
         is_pull_request=True,
         author_is_bot=isinstance(user, dict) and bool(user.get("bot", False)),
@@ -393,17 +317,17 @@ def _gitlab_note(payload: dict[str, Any]) -> CommentEvent | Unsupported:
 
 
 def _gitlab_push(payload: dict[str, Any]) -> PushEvent | Unsupported:
-    branch = _pushed_branch(_str(payload, "ref"))
+    branch = _pushed_branch(field_str(payload, "ref"))
     if isinstance(branch, Unsupported):
         return branch
-    after = _str(payload, "after")
+    after = field_str(payload, "after")
     if is_zero_sha(after):
         return Unsupported(f"push deleted branch {branch!r}")
     return PushEvent(
         forge="gitlab",
-        repo=_gitlab_repo(_dict(payload, "project")),
+        repo=_gitlab_repo(field_dict(payload, "project")),
         branch=branch,
-        before=_str(payload, "before"),
+        before=field_str(payload, "before"),
         after=after,
         pusher=str(payload.get("user_username") or ""),
     )
@@ -412,81 +336,7 @@ def _gitlab_push(payload: dict[str, Any]) -> PushEvent | Unsupported:
 def _gitlab_repo(project: dict[str, Any]) -> RepoRef:
     return RepoRef(
         forge="gitlab",
-        full_name=_str(project, "path_with_namespace"),
-        clone_url=_str(project, "git_http_url"),
-        project_id=_int(project, "id"),
+        full_name=field_str(project, "path_with_namespace"),
+        clone_url=field_str(project, "git_http_url"),
+        project_id=field_int(project, "id"),
     )
-
-
-# -- (de)serialization for the job queue -------------------------------------------------
-
-
-def event_to_dict(event: Event) -> dict[str, Any]:
-    return {"type": type(event).__name__, **asdict(event)}
-
-
-def event_from_dict(data: Mapping[str, Any]) -> Event:
-    fields = dict(data)
-    kind = fields.pop("type", None)
-    fields["repo"] = RepoRef(**fields["repo"])
-    if kind == "PullRequestEvent":
-        return PullRequestEvent(**fields)
-    if kind == "CommentEvent":
-        return CommentEvent(**fields)
-    if kind == "PushEvent":
-        return PushEvent(**fields)
-    raise ValueError(f"unknown event type {kind!r}")
-
-
-# -- payload helpers: every missing or mistyped field is a PayloadError --------------------
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    value = headers.get(name)
-    if not value or not value.strip():
-        raise PayloadError(f"missing {name} header")
-    if len(value) > 200:
-        raise PayloadError(f"{name} header is too long")
-    return value.strip()
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise PayloadError("body is not valid JSON") from None
-    except RecursionError:
-        raise PayloadError("body JSON is nested too deeply") from None
-    except ValueError:  # Python's limit on integer digits (sys.get_int_max_str_digits)
-        raise PayloadError("body JSON has a number with too many digits") from None
-    if not isinstance(payload, dict):
-        raise PayloadError("body is not a JSON object")
-    return payload
-
-
-def _dict(obj: dict[str, Any], key: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if not isinstance(value, dict):
-        raise PayloadError(f"payload field {key!r} is missing or not an object")
-    return value
-
-
-def _str(obj: dict[str, Any], key: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise PayloadError(f"payload field {key!r} is missing or not a string")
-    return value
-
-
-def _int(obj: dict[str, Any], key: str) -> int:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PayloadError(f"payload field {key!r} is missing or not an integer")
-    return value
-
-
-def _login(user: Any) -> str | None:
-    if isinstance(user, dict):
-        name = user.get("login") or user.get("username")
-        return name if isinstance(name, str) else None
-    return None
