@@ -12,7 +12,7 @@ import unicodedata
 
 # CommonMark lets any ASCII punctuation be backslash-escaped; these can start Markdown
 # syntax anywhere in a line or a table cell ("[" opens links, so "(" needs no escape).
-_MARKDOWN_SPECIAL = set("\\`*_[]!|~:<>")
+_MARKDOWN_SPECIAL = set("\\`*_[]!|~<>")
 # These start a block (list, heading, ordered list) only at the start of a line.
 _LINE_START_SPECIAL = set("-+#=.)")
 _ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
@@ -57,8 +57,11 @@ def text(value: str) -> str:
     for i, ch in enumerate(line):
         if ch in _ENTITIES:
             out.append(_ENTITIES[ch])
-        elif ch in _MARKDOWN_SPECIAL or (
-            ch in _LINE_START_SPECIAL and (i == 0 or line[:i].isdigit())
+        elif (
+            ch in _MARKDOWN_SPECIAL
+            or (ch in _LINE_START_SPECIAL and (i == 0 or line[:i].isdigit()))
+            or line.startswith("://", i)  # no autolinked URL
+            or (ch == "." and line[max(i - 3, 0) : i].lower() == "www")
         ):
             out.append("\\" + ch)
         elif ch == "@":

@@ -211,7 +211,7 @@ def test_layout_puts_what_blocks_first_then_next_steps_summary_changes_warnings(
 def test_new_and_existing_violations_are_marked():
     md = render_markdown(failing_report())
     denies = section(md, "### What blocks this PR")
-    assert "| `web` | `no_latest` | `Deployment web/web` | uses \\:latest | 🆕 new |" in denies
+    assert "| `web` | `no_latest` | `Deployment web/web` | uses :latest | 🆕 new |" in denies
     # already on the base, but this PR changes the object: it reads as the PR's
     assert (
         "| `web` | `no_priv` | `Deployment web/cfg` | privileged | existing, object changed |"
@@ -268,10 +268,7 @@ def test_override_is_shown_on_the_denies_with_who_when_and_why():
     md = render_markdown(r)
     assert_well_formed(md)
     assert "### Accepted by a policy owner" in md and "What blocks" not in md
-    assert (
-        "overridden by @\u200blead at 2026-12-05T20\\:00\\:00Z\\: hotfix &lt;img src=x&gt;"
-        in md
-    )
+    assert "overridden by @\u200blead at 2026-12-05T20:00:00Z: hotfix &lt;img src=x&gt;" in md
     assert "| `web` | changed | 2 updated | 🔓 overridden |" in md
     assert "/approve-policy" not in md
 
@@ -379,7 +376,7 @@ def test_a_1500_app_pr_with_one_deny_shows_its_row_and_violation():
     assert_well_formed(md)
     blocks_part = section(md, "### What blocks this PR")
     assert (
-        "| `app-0777` | `no_latest` | `Deployment web/app-0777` | uses \\:latest | 🆕 new |"
+        "| `app-0777` | `no_latest` | `Deployment web/app-0777` | uses :latest | 🆕 new |"
         in blocks_part
     )
     summary = section(md, "### Summary")
@@ -443,3 +440,14 @@ def test_html_markdown_mentions_and_bidi_in_names_and_messages_are_inert():
 def test_report_is_deterministic():
     r = huge_report()
     assert render_markdown(r) == render_markdown(r)
+
+
+def test_text_from_a_repository_cannot_become_a_link_or_a_block():
+    from bot.report.escape import text
+
+    assert text("see https://evil.example/x or www.evil.example") == (
+        "see https\\://evil.example/x or www\\.evil.example"
+    )
+    assert text("- item") == "\\- item" and text("1. one") == "1\\. one"
+    assert text("# title") == "\\# title" and text("a - b. c") == "a - b. c"
+    assert text("[x](javascript:y) ![i](z)") == "\\[x\\](javascript:y) \\!\\[i\\](z)"
