@@ -7,7 +7,13 @@ from __future__ import annotations
 import pytest
 
 from bot.commands.help import unknown_command_reply
-from bot.deploy.comments import Outcome, deploy_comment, drift_comment, held_comment
+from bot.deploy.comments import (
+    Outcome,
+    deploy_comment,
+    drift_comment,
+    held_comment,
+    outcomes_line,
+)
 from bot.deploy.live_diff import LiveDiff
 from bot.deploy.live_report import render_live_section
 from bot.deploy.puller_client import LastResult
@@ -88,6 +94,11 @@ def test_deploy_hold_drift_and_live_comments_are_inert(s):
     )  # fmt: skip
     check_inert(deploy_comment("### Deploy", "", [Outcome(s[:100], result)], [text(s)]))
     check_inert(held_comment("e" * 40, [text(s)]))
+    check_inert(
+        reply("dana", f"`/sync`: {outcomes_line([Outcome(s[:100], result)])}"), addressee="dana"
+    )
+    pending = Outcome(s[:100], None, problem=s)
+    check_inert(deploy_comment(f"### {code(s[:50])}", "", [pending], []))
     drift = [
         {
             "kind": s[:100],
