@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import logging
 import math
 import os
@@ -121,18 +122,11 @@ class Sandbox:
         """``netns``, ``userns+netns`` or ``proxy-only`` (no namespace could be made)."""
         with self._lock:
             if self._isolation is None:
-                self._isolation = self._probe()
-                if self._isolation == PROXY_ONLY:
-                    log.warning(
-                        "render sandbox: no network namespace available (not root and user "
-                        "namespaces disabled); renders are offline by proxy settings only. "
-                        "Keep an egress NetworkPolicy on the pod."
-                    )
-                else:
-                    log.info("render sandbox: network isolation by %s", self._isolation)
+                self._isolation = detect_isolation()
             return self._isolation
 
-    def _probe(self) -> str:
+    def probe(self) -> str:
+        """The first isolation mode this host lets a child start in."""
         true = shutil.which("true", path=_SYSTEM_PATH) or "true"
         for mode in _MODES:
             quiet = subprocess.DEVNULL
@@ -264,6 +258,21 @@ class Sandbox:
         if killed is None:
             killed = _limit_hit(status, cpu_s, limits)
         return ChildResult(status, stdout, stderr, cpu_s, killed)
+
+
+@functools.cache
+def detect_isolation() -> str:
+    """What the kernel allows this process: a fact of the host, probed and logged once."""
+    mode = Sandbox(isolation=PROXY_ONLY, slots=RenderSlots(1)).probe()
+    if mode == PROXY_ONLY:
+        log.warning(
+            "render sandbox: no network namespace available (not root and user namespaces "
+            "disabled); renders are offline by proxy settings only. Keep an egress "
+            "NetworkPolicy on the pod."
+        )
+    else:
+        log.info("render sandbox: network isolation by %s", mode)
+    return mode
 
 
 def kill_group(pid: int) -> None:
