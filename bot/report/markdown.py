@@ -13,6 +13,7 @@ does not fit is named and is one click away in the full report.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC
 
 from bot.models import Report
@@ -184,11 +185,11 @@ class _Parts:
         self.report = report
         self.ctx = ctx
 
-    def more(self, noun: str):
+    def more(self, noun: str) -> Callable[[int], str]:
         full = self.ctx.full_report()
         return lambda n: f"_… {plural(n, 'more ' + noun)} not shown here: all in {full}._\n\n"
 
-    def blocker_sections(self) -> list[tuple[str, list[str], object]]:
+    def blocker_sections(self) -> list[tuple[str, list[str], Callable[[int], str]]]:
         report = self.report
         errors = [
             f"**{text(label)}:**\n\n{code_block(truncate(message, ERROR_TEXT_LIMIT), 'text')}\n"
@@ -255,13 +256,18 @@ def _next_steps(report: Report, ctx: CommentContext) -> str:
         )
         more = f" and {len(bad) - 10:,} more" if len(bad) > 10 else ""
         steps.append(f"Re-sign with a trusted key and force-push: {listed}{more}.")
-    if ctx.approvals is not None:
+    if ctx.approvals is not None and ctx.approvals.required:
         a = ctx.approvals
         missing = max(a.required - a.given, 0)
-        steps.append(
-            f"Approvals needed for merge: {missing} of {a.required}, for {code(a.sha[:12])}"
-            + (" (a new push needs new approvals)." if missing else " (done).")
-        )
+        if missing:
+            steps.append(
+                f"Approvals needed for merge: {missing} of {a.required}, for {code(a.sha[:12])} "
+                "(approvals of an earlier head do not count)."
+            )
+        else:
+            steps.append(
+                f"Approvals for merge: {a.given} of {a.required} given, for {code(a.sha[:12])}."
+            )
     if not steps:
         return ""
     return "### Next steps\n\n" + "".join(f"- {s}\n" for s in steps) + "\n"

@@ -254,7 +254,7 @@ def test_next_steps_say_what_unblocks_the_pr():
     steps = section(render_markdown(failing_report(), context=ctx), "### Next steps")
     assert "`/approve-policy <reason>` (maintain access or higher, policy owners only)" in steps
     assert "Re-sign with a trusted key and force-push: `1234567` Add web, `7654321` Fix." in steps
-    assert f"Approvals needed for merge: 1 of 1, for `{HEAD[:12]}`" in steps
+    assert f"Approvals needed for merge: 1 of 1, for `{HEAD[:12]}` (approvals" in steps
 
 
 def test_override_is_shown_on_the_denies_with_who_when_and_why():
@@ -451,3 +451,10 @@ def test_text_from_a_repository_cannot_become_a_link_or_a_block():
     assert text("- item") == "\\- item" and text("1. one") == "1\\. one"
     assert text("# title") == "\\# title" and text("a - b. c") == "a - b. c"
     assert text("[x](javascript:y) ![i](z)") == "\\[x\\](javascript:y) \\!\\[i\\](z)"
+
+
+def test_approvals_given_for_the_head_are_said_and_none_required_is_silent():
+    done = render_markdown(report([]), context=CommentContext(approvals=Approvals(1, 1, HEAD)))
+    assert f"- Approvals for merge: 1 of 1 given, for `{HEAD[:12]}`." in done
+    silent = render_markdown(report([]), context=CommentContext(approvals=Approvals(0, 0, HEAD)))
+    assert "Approvals" not in silent and "### Next steps" not in silent
