@@ -19,6 +19,9 @@ are the top-level names under ``bot/`` and the rules are stated per area.
 from __future__ import annotations
 
 import ast
+import importlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +244,28 @@ def test_rooms_are_small(modules):
     )
     stale = sorted(set(OVERSIZE_ALLOWED) - set(oversize))
     assert stale == [], f"OVERSIZE_ALLOWED names rooms that are small now: {stale}"
+
+
+@pytest.mark.parametrize("package", ["bot.deploy", "bot.server"])
+def test_public_faces_resolve(package):
+    module = importlib.import_module(package)
+    assert module.__all__
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+def test_the_puller_loads_no_more_of_deploy_than_it_may():
+    probe = (
+        "import sys, bot.puller.agent, bot.puller.server; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(('bot.deploy', 'bot.server')))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=BOT.parent
+    ).stdout.split()
+    assert loaded, "the puller loads the ledger format at least"
+    puller = Module("bot.puller.agent", BOT / "puller" / "agent.py")
+    outside = [m for m in loaded if not allowed(puller, m)]
+    assert outside == []
 
 
 def test_every_module_says_what_it_owns(modules):
