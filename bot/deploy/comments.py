@@ -1,6 +1,6 @@
 """The deploy, hold and drift comments the bot posts for merge-to-deploy.
 
-Only text: ``bot.deploy.promote`` decides what happened and when to post.
+Only text: ``bot.deploy.promoter`` and its parts decide what happened and when to post.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Merge-to-deploy on the bot's side (bot.deploy.promote) over real HTTP.
+"""Merge-to-deploy on the bot's side (bot.deploy.Promoter and its parts) over real HTTP.
 
 Real here: git (a bare repository is the remote, its path the clone URL), gpg (a
 maintainer key signs the GitOps commits, the bot's own key signs the ledger and
