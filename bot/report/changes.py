@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from bot.models import ObjectChange, Report
 from bot.report.escape import code, code_block, html_code, html_text
 from bot.report.fit import cut_lines
+from bot.report.state import is_blocking
 from bot.report.words import change_counts, change_name, plural
 
 # One object's diff never takes more than this, however much room there is.
@@ -21,6 +22,8 @@ MIN_CUT_CHARS = 300
 # Identical changes to at least this many objects are shown once.
 GROUP_AT = 3
 GROUP_NAMES_SHOWN = 40
+# At most this share of the section's room is held back for naming what is left out.
+NAMES_SHARE = 0.5
 HEADING = "### Changes\n\n"
 _CLOSING = "</details>\n\n"
 _NOTE_RESERVE = 160
@@ -48,9 +51,9 @@ def render_changes(report: Report, room: int, full_report: str) -> str:
         total = sum(len(u.names) for u in groups) + sum(len(v) for v in singles.values())
         note = f"_{plural(total, 'object diff')} left out for size: all in {full_report}._\n\n"
         return note if len(note) <= room else ""
-    placer = _Placer(room - len(HEADING) - _NOTE_RESERVE, full_report)
-    placer.reserve([n for u in groups for n in u.names])
-    placer.reserve([n for units in singles.values() for u in units for n in u.names])
+    names = [n for u in groups for n in u.names]
+    names += [n for units in singles.values() for u in units for n in u.names]
+    placer = _Placer(room - len(HEADING) - _NOTE_RESERVE, full_report, names)
     out = [HEADING]
     for unit in groups:
         out.append(placer.group(unit))
@@ -79,13 +82,14 @@ def _units(report: Report) -> tuple[list[_Unit], dict[str, list[_Unit]]]:
                 )
             )
             grouped.update(id(c) for _, c in members)
+    ordered = sorted(report.apps, key=lambda app: not is_blocking(app))
     singles = {
         app.name: [
             _Unit(app.name, [c], [(app.name, change_name(c))])
             for c in app.changes
             if id(c) not in grouped
         ]
-        for app in report.apps
+        for app in ordered
     }
     return groups, singles
 
@@ -107,33 +111,35 @@ def diff_body(diff: str) -> str:
 
 
 class _Placer:
-    """Places diffs in order while keeping room to name everything not yet placed."""
+    """Places diffs in order while keeping room to name what is not placed yet.
 
-    def __init__(self, room: int, full_report: str) -> None:
-        self.room = room
+    ``left`` is the room not used by placed text; ``pending`` what naming every object
+    not placed yet would cost. Diffs may use ``left`` minus that cost, but never more
+    than :data:`NAMES_SHARE` of the room is held for names: past it, the note ends in
+    "and N more" and the diffs of the first apps still show."""
+
+    def __init__(self, room: int, full_report: str, names: list[tuple[str, str]]) -> None:
+        self.left = room
         self.full_report = full_report
-        self._pending: dict[tuple[str, str], int] = {}
+        self.pending = sum(len(_name_item(n)) for n in names)
+        self.cap = int(room * NAMES_SHARE)
         self.omitted: list[tuple[str, str]] = []
 
-    def reserve(self, names: list[tuple[str, str]]) -> None:
-        for name in names:
-            self._pending[name] = self._pending.get(name, 0) + len(_name_item(name))
-            self.room -= len(_name_item(name))
+    def _free(self, names: list[tuple[str, str]]) -> int:
+        """Room for a block that places ``names``."""
+        after = self.pending - sum(len(_name_item(n)) for n in names)
+        return self.left - min(after, self.cap)
 
-    def _release(self, names: list[tuple[str, str]]) -> None:
-        for name in names:
-            self.room += len(_name_item(name))
-            self._pending.pop(name, None)
-
-    def _take(self, text: str) -> str:
-        self.room -= len(text)
+    def _place(self, text: str, names: list[tuple[str, str]]) -> str:
+        self.left -= len(text)
+        self.pending -= sum(len(_name_item(n)) for n in names)
         return text
 
-    def _block(self, unit: _Unit, header: str, extra: int = 0) -> str | None:
-        """``header`` and the unit's diff in the room left (+ ``extra`` about to be
-        freed), cut at a line boundary when needed; None if it cannot be shown."""
+    def _block(self, unit: _Unit, header: str, room: int) -> str | None:
+        """``header`` and the unit's diff in ``room``, cut at a line boundary when
+        needed; None if it cannot be shown."""
         body = diff_body(unit.first.diff) or "(no textual difference)\n"
-        available = min(self.room + extra, MAX_OBJECT_CHARS)
+        available = min(room, MAX_OBJECT_CHARS)
         fixed = len(header) + len(code_block("", "diff")) + 2
         full = f"{header}{code_block(body, 'diff')}\n"
         if len(full) <= available:
@@ -153,50 +159,41 @@ class _Placer:
         shown = [code(f"{o} ({a})") for a, o in unit.names[:GROUP_NAMES_SHOWN]]
         if n > GROUP_NAMES_SHOWN:
             shown.append(f"and {n - GROUP_NAMES_SHOWN:,} more, named in {self.full_report}")
-        names = ", ".join(shown)
-        header = f"**The same change in {plural(n, first.kind)}** ({first.action}): {names}\n\n"
-        extra = sum(len(_name_item(x)) for x in unit.names)
-        block = self._block(unit, header, extra)
-        if block is None or len(block) > self.room + extra:
-            self._omit(unit.names)
+        header = (
+            f"**The same change in {plural(n, first.kind)}** ({first.action}): "
+            f"{', '.join(shown)}\n\n"
+        )
+        block = self._block(unit, header, self._free(unit.names))
+        if block is None:
+            self.omitted += unit.names
             return ""
-        self._release(unit.names)
-        return self._take(block)
+        return self._place(block, unit.names)
 
     def app(self, name: str, units: list[_Unit], *, open_: bool) -> str:
         opening = (
             f"<details{' open' if open_ else ''}><summary>{html_code(name)}: "
             f"{html_text(change_counts(c for u in units for c in u.changes))}</summary>\n\n"
         )
-        if len(opening) + len(_CLOSING) > self.room:
-            for unit in units:
-                self._omit(unit.names)
-            return ""
-        self.room -= len(opening) + len(_CLOSING)
+        frame = len(opening) + len(_CLOSING)
         blocks = []
         for unit in units:
             header = f"**{unit.first.action}** {code(change_name(unit.first))}\n\n"
-            extra = sum(len(_name_item(x)) for x in unit.names)
-            block = self._block(unit, header, extra)
+            room = self._free(unit.names) - (0 if blocks else frame)
+            block = self._block(unit, header, room)
             if block is None:
-                self._omit(unit.names)
+                self.omitted += unit.names
                 continue
-            self._release(unit.names)
-            blocks.append(self._take(block))
+            if not blocks:
+                self.left -= frame
+            blocks.append(self._place(block, unit.names))
         if not blocks:
-            self.room += len(opening) + len(_CLOSING)
             return ""
         return opening + "".join(blocks) + _CLOSING
-
-    def _omit(self, names: list[tuple[str, str]]) -> None:
-        for name in names:
-            if name in self._pending:
-                self.omitted.append(name)
 
     def omitted_note(self) -> str:
         if not self.omitted:
             return ""
-        room = self.room + sum(self._pending.values()) + _NOTE_RESERVE
+        room = self.left + _NOTE_RESERVE
         lead = (
             f"**{plural(len(self.omitted), 'object diff')} left out for size**, all in "
             f"{self.full_report}: "

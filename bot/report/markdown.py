@@ -45,6 +45,8 @@ ERROR_TEXT_LIMIT = 2_000
 MESSAGE_LIMIT = 500
 # More apps than this: passing and unchanged rows collapse into one <details>.
 COLLAPSE_AT = 10
+# The collapsed passing/unchanged rows never take more than this share of what is left.
+COLLAPSED_SHARE = 0.5
 # The warnings table never takes more than this share of what the diffs could use.
 WARNINGS_SHARE = 0.25
 VIOLATION_HEADER = "| App | Rule | Object | Message | Origin |\n| --- | --- | --- | --- | --- |\n"
@@ -307,20 +309,22 @@ def _summary_rows(report: Report) -> tuple[list[str], list[str]]:
 def _summary(
     report: Report, shown: list[str], collapsed: list[str], parts: _Parts, room: int
 ) -> str:
+    """The summary table: blocking rows in view; the rest (many apps) in one <details>
+    that takes at most :data:`COLLAPSED_SHARE` of the room, so diffs still get some."""
     intro = _summary_intro(report)
-    table = fit.fit_rows(SUMMARY_HEADER, shown, parts.more("app"), room - len(intro))
-    out = intro + table
+    out = intro + fit.fit_rows(SUMMARY_HEADER, shown, parts.more("app"), room - len(intro))
     if collapsed:
         changed = sum(1 for app in report.apps if app.changes and not is_blocking(app))
         label = plural(len(collapsed), "passing or unchanged app")
         if changed:
             label += f" ({changed:,} with changes)"
         opening = f"<details><summary>{label}</summary>\n\n"
-        inner = fit.fit_rows(
-            SUMMARY_HEADER, collapsed, parts.more("app"), room - len(out) - len(opening) - 14
-        )
-        if room - len(out) - len(opening) - 14 > fit.minimum(
-            SUMMARY_HEADER, collapsed, parts.more("app")
-        ):
-            out += opening + inner + "</details>\n\n"
+        closing = "</details>\n\n"
+        limit = int((room - len(out)) * COLLAPSED_SHARE) - len(opening) - len(closing)
+        inner = fit.fit_rows(SUMMARY_HEADER, collapsed, parts.more("app"), limit)
+        if inner:
+            out += opening + inner + closing
+        else:
+            line = parts.more("passing or unchanged app")(len(collapsed))
+            out += line if len(line) <= room - len(out) else ""
     return out
