@@ -208,6 +208,7 @@ class World:
     receiver: EventReceiver
     data_dir: Path
     anchor: str = ""  # the puller's trust_anchor: the repository's first commit
+    environ: dict[str, str] = field(default_factory=dict)  # more of the puller's environment
     extra_config: dict[str, Any] = field(default_factory=dict)
 
     # -- the GitOps repository
@@ -247,7 +248,11 @@ class World:
             **self.extra_config,
             **overrides,
         }
-        environ = {"SLUICE_PULLER_TOKEN": TOKEN, "SLUICE_BOT_EVENTS_URL": self.receiver.url}
+        environ = {
+            "SLUICE_PULLER_TOKEN": TOKEN,
+            "SLUICE_BOT_EVENTS_URL": self.receiver.url,
+            **self.environ,
+        }
         return parse_puller_config(yaml.safe_dump(raw), environ, source="puller.yaml")
 
     def agent(self, **overrides: Any) -> PullerAgent:

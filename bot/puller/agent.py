@@ -29,8 +29,10 @@ from bot.models import K8sObject, ObjectChange
 from bot.puller.config import PullerConfig
 from bot.puller.deployer import Deployer
 from bot.puller.events import EventReporter
+from bot.puller.followers import Followers
 from bot.puller.frontier import StateFrontierStore
 from bot.puller.history import HistoryStore
+from bot.puller.leader import LeaderElector
 from bot.puller.live import ClusterSnapshot
 from bot.puller.metrics import PullerMetrics
 from bot.puller.observe import DriftWatch
@@ -56,16 +58,18 @@ class PullerAgent:
         clock: Callable[[], float] = time.time,
         api_probe: Callable[[], None] | None = None,
         health_poll_s: float = 1.0,
+        elector: LeaderElector | None = None,
     ) -> None:
         self.config = config
         self.applier = applier
         data = config.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        self.store = store or HistoryStore(data / "puller.db", limit=config.history_limit)
+        self.store: Any = store or HistoryStore(data / "puller.db", limit=config.history_limit)
         self.reporter = reporter or EventReporter(self.store, config.events_url, config.api_token)
         self.metrics = metrics or PullerMetrics()
         self.secret_key = load_or_create_key(data / "fingerprint.key")
         self._api_probe = api_probe
+        self._followers = Followers(elector, config.api_token)
         self._chain = ChainVerifier(
             StateFrontierStore(self.store),
             repository=config.repo_url,
@@ -119,12 +123,15 @@ class PullerAgent:
     def status(self, app: str) -> dict[str, Any] | None:
         if not self.owns(app):
             return None
+        if not self._followers.leading:
+            return self._followers.status(self.store, app)
         if app not in self._states and not self.store.history(app):
             return None
         return self._state(app).to_dict(self.store.history(app))
 
     def statuses(self) -> list[dict[str, Any]]:
-        return [s for s in (self.status(app) for app in self.known_apps()) if s is not None]
+        names = self.known_apps() if self._followers.leading else self.store.published_apps()
+        return [s for s in (self.status(app) for app in names) if s is not None]
 
     # -- readiness
 
@@ -136,14 +143,19 @@ class PullerAgent:
                 self._api_probe()
             except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
                 problems.append(f"kubernetes API not reachable ({type(exc).__name__})")
-        if self._ledger_error is not None:
+        if self._ledger_error is not None and self._followers.leading:
+            # A follower runs no cycle: it is ready to answer from the cluster state.
             problems.append(f"ledger: {self._ledger_error}")
         return problems
 
     # -- waking and the loop
 
     def wake(self, app: str | None = None) -> list[str]:
-        """Queue a cycle now (for ``app`` or every app); returns the apps queued."""
+        """Queue a cycle now (for ``app`` or every app); returns the apps queued. A replica
+        that does not lead passes the wake on to the leader (:class:`WakeNotDelivered`
+        when it cannot)."""
+        if not self._followers.leading:
+            return self._followers.forward_wake(app)
         with self._wake:
             if app is None:
                 self._pending_all = True
@@ -155,6 +167,7 @@ class PullerAgent:
         return queued
 
     def start(self) -> None:
+        self._followers.start()
         self._thread = threading.Thread(target=self.run_forever, name="sluice-puller", daemon=True)
         self._thread.start()
 
@@ -164,11 +177,22 @@ class PullerAgent:
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
+        self._followers.stop()  # a clean stop releases the Lease
 
     def run_forever(self) -> None:
         """Cycle every interval, and at once for apps that were woken, until :meth:`stop`."""
         deadline = 0.0  # the first cycle runs at once
+        leading = False
         while not self._stop.is_set():
+            if not self._followers.leading:
+                leading = False  # only the leader writes: wait until this replica leads
+                self._stop.wait(self._followers.retry_s)
+                continue
+            if not leading:
+                # A new leader starts from the state in the cluster, not from what it
+                # cached while it followed.
+                leading, deadline = True, 0.0
+                self._states = AppStates(self.store)
             with self._wake:
                 remaining = deadline - time.monotonic()
                 if remaining > 0 and not self._pending and not self._pending_all:
@@ -220,9 +244,9 @@ class PullerAgent:
         snapshot = self.applier.snapshot()  # one LIST per kind for every app's drift and health
         for name in names:
             with self._locks.hold(name):
-                ok = (
-                    self._reconcile(cycle, self._state(name), woken=woken, snapshot=snapshot) and ok
-                )
+                state = self._state(name)
+                ok = self._reconcile(cycle, state, woken=woken, snapshot=snapshot) and ok
+                self._followers.publish(self.store, state)
         self.store.set_state(LEDGER_STATE_KEY, cycle.ledger.tip)
         return ok
 

@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify, request
 
 from bot.puller.agent import PullerAgent
 from bot.puller.cluster import ClusterError
+from bot.puller.followers import WakeNotDelivered
 from bot.puller.plan import PlanError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,11 @@ def create_puller_app(agent: PullerAgent, token: str) -> Flask:
                 return _error(400, "app: must be a non-empty string")
             if not agent.owns(name):
                 return _error(404, f"this puller does not own app {name!r}")
-        return jsonify({"queued": agent.wake(name)}), 202
+        try:
+            queued = agent.wake(name)
+        except WakeNotDelivered as exc:
+            return _error(503, str(exc))
+        return jsonify({"queued": queued}), 202
 
     @app.get("/v1/apps")
     def apps() -> Any:

@@ -17,10 +17,13 @@ Example::
     max_prune_ratio: 0.5
     policy_engine: regorus            # regorus | regopy
     kube: {host: https://..., token_file: ..., ca_file: ...}   # optional
+    leader_election: {lease_name: sluice-puller, namespace: sluice-system}   # optional
 
 Environment: ``SLUICE_PULLER_TOKEN`` (API bearer, also sent to the bot),
 ``SLUICE_BOT_EVENTS_URL`` (where events go), ``SLUICE_GIT_USERNAME`` and
-``SLUICE_GIT_TOKEN`` (fetch credentials). Without a ``kube`` section the
+``SLUICE_GIT_TOKEN`` (fetch credentials); with ``leader_election``, ``SLUICE_PULLER_ID``
+(this replica's identity, default the host name) and ``SLUICE_PULLER_ADVERTISE_URL``
+(where the other replicas reach this one's API to pass wakes on). Without a ``kube`` section the
 in-cluster service account is used, or ``KUBECONFIG`` when it is set.
 Relative paths are relative to the config file. Secrets are kept out of ``repr``.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +51,11 @@ _FIELDS = frozenset(
         "repo_url", "tracked_branch", "ledger_branch", "apps", "bot_keys", "trusted_keys",
         "trust_anchor",
         "interval_s", "health_timeout_s", "history_limit", "data_dir", "inventory_namespace",
-        "max_prune_ratio", "policy_engine", "kube",
+        "max_prune_ratio", "policy_engine", "kube", "leader_election",
     }
 )  # fmt: skip
 _KUBE_FIELDS = frozenset({"host", "token_file", "ca_file"})
+_ELECTION_FIELDS = frozenset({"lease_name", "namespace"})
 _FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
@@ -61,6 +66,16 @@ class KubeSettings:
     host: str
     token_file: Path | None = None
     ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    """Run several replicas: one leads (writes), the others answer and pass wakes on."""
+
+    lease_name: str
+    namespace: str
+    identity: str
+    advertise_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class PullerConfig:
     max_prune_ratio: float = 0.5
     policy_engine: str = "regorus"
     kube: KubeSettings | None = None
+    leader_election: LeaderElection | None = None
     api_token: str | None = field(default=None, repr=False)
     events_url: str | None = None
     git_auth: tuple[str, str] | None = field(default=None, repr=False)
@@ -135,6 +151,7 @@ def parse_puller_config(
         max_prune_ratio=fields.ratio("max_prune_ratio", 0.5),
         policy_engine=fields.choice("policy_engine", POLICY_ENGINES, "regorus"),
         kube=fields.kube(),
+        leader_election=fields.leader_election(environ),
         api_token=environ.get("SLUICE_PULLER_TOKEN") or None,
         events_url=_events_url(environ.get("SLUICE_BOT_EVENTS_URL")),
         git_auth=_git_auth(environ),
@@ -219,6 +236,29 @@ class _Fields:
         ):
             raise ConfigError(f"{self._where('apps')}: must be a non-empty list of names or globs")
         return tuple(v.strip() for v in value)
+
+    def leader_election(self, environ: Mapping[str, str]) -> LeaderElection | None:
+        value = self.raw.get("leader_election")
+        if value is None:
+            return None
+        where = self._where("leader_election")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: must be a mapping with lease_name and namespace")
+        unknown = sorted(str(k) for k in value if k not in _ELECTION_FIELDS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {unknown[0]!r}")
+        nested = _Fields(value, where, self.base_dir)
+        url = environ.get("SLUICE_PULLER_ADVERTISE_URL") or None
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise ConfigError("SLUICE_PULLER_ADVERTISE_URL: must be an http(s) URL")
+        return LeaderElection(
+            lease_name=nested.string("lease_name", "sluice-puller"),
+            namespace=nested.string(
+                "namespace", self.raw.get("inventory_namespace") or "sluice-system"
+            ),
+            identity=environ.get("SLUICE_PULLER_ID") or socket.gethostname(),
+            advertise_url=url,
+        )
 
     def kube(self) -> KubeSettings | None:
         value = self.raw.get("kube")

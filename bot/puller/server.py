@@ -7,8 +7,10 @@ the loop runs in its own thread. ``once`` runs one cycle and reports by exit cod
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 import kubernetes.client
@@ -17,15 +19,25 @@ from werkzeug.serving import make_server
 from bot.puller.agent import PullerAgent
 from bot.puller.api import create_puller_app
 from bot.puller.apply import Applier
+from bot.puller.cluster_state import ClusterHistoryStore
 from bot.puller.config import PullerConfig, make_api_client
+from bot.puller.events import EventReporter
+from bot.puller.history import HistoryStore
 from bot.puller.inventory import InventoryStore
+from bot.puller.leader import LeaderElector, LeaseTimings
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "sluice"
 
 
-def build_agent(config: PullerConfig, *, health_poll_s: float = 1.0) -> PullerAgent:
+def build_agent(
+    config: PullerConfig,
+    *,
+    health_poll_s: float = 1.0,
+    timings: LeaseTimings | None = None,
+    on_lost: Callable[[], None] | None = None,
+) -> PullerAgent:
     """The agent with a real Applier on the configured cluster."""
     api_client = make_api_client(config)
     applier = Applier(
@@ -38,12 +50,40 @@ def build_agent(config: PullerConfig, *, health_poll_s: float = 1.0) -> PullerAg
         ),
     )
     version = kubernetes.client.VersionApi(api_client)
+    election = config.leader_election
+    store: ClusterHistoryStore | None = None
+    reporter: EventReporter | None = None
+    elector: LeaderElector | None = None
+    if election is not None:
+        # History, frontier and published status live in the cluster; the outbox stays local.
+        store = ClusterHistoryStore(applier.cluster, election.namespace, limit=config.history_limit)
+        outbox = HistoryStore(config.data_dir / "puller.db", limit=config.history_limit)
+        reporter = EventReporter(outbox, config.events_url, config.api_token)
+        elector = LeaderElector(
+            applier.cluster,
+            namespace=election.namespace,
+            name=election.lease_name,
+            identity=election.identity,
+            url=election.advertise_url,
+            timings=timings,
+            on_lost=on_lost or _exit_on_lost,
+        )
     return PullerAgent(
         config,
         applier,
+        store=store,
+        reporter=reporter,
         api_probe=lambda: version.get_code(_request_timeout=5),
         health_poll_s=health_poll_s,
+        elector=elector,
     )
+
+
+def _exit_on_lost() -> None:
+    """As controller-runtime does: a replica that lost the Lease stops at once (mid-apply
+    too), and its pod restarts as a follower."""
+    log.error("leader election lost: exiting")
+    os._exit(1)
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
