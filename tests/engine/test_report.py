@@ -386,6 +386,14 @@ def test_a_1500_app_pr_with_one_deny_shows_its_row_and_violation():
         "<details><summary>1,499 passing or unchanged apps (1,499 with changes)</summary>"
         in summary
     )
+    changes = section(md, "### Changes")
+    assert changes.startswith("### Changes\n\n<details><summary><code>app-0777</code>"), (
+        "its diff first"
+    )
+    assert re.search(
+        r"\*\*1,4\d\d object diffs left out for size\*\*, all in the \[full report\]", md
+    )
+    assert re.search(r"and [\d,]+ more\.\n", changes), "what cannot be named is counted"
 
 
 def test_thousands_of_denies_are_cut_with_a_count_and_a_link():
