@@ -85,8 +85,12 @@ class Database(ABC):
         """A write transaction: committed on success, rolled back on an exception."""
 
     def read(self) -> AbstractContextManager[Tx]:
-        """A read; backends may serve it without the write lock."""
+        """Reads; backends may serve them without the write lock or a transaction."""
         return self.transaction()
+
+    def autocommit(self) -> AbstractContextManager[Tx]:
+        """Each statement commits on its own: for one statement that is atomic by itself."""
+        return self.read()
 
     @abstractmethod
     def ping(self) -> tuple[bool, str]:

@@ -86,6 +86,9 @@ class PostgresDatabase(Database):
                     min_size=1,
                     max_size=self._max,
                     kwargs={
+                        # Reads and one-statement writes need no BEGIN/COMMIT round trips;
+                        # ``transaction`` opens an explicit one.
+                        "autocommit": True,
                         "row_factory": dict_row,
                         "connect_timeout": CONNECT_TIMEOUT_S,
                         "options": self._options,
@@ -102,6 +105,16 @@ class PostgresDatabase(Database):
     def transaction(self) -> Iterator[Tx]:
         try:
             with self._connections().connection() as conn, conn.transaction():
+                yield _PgTx(conn)
+        except PoolTimeout as exc:
+            raise StorageError(f"no database connection: {_first_line(exc)}") from exc
+        except psycopg.Error as exc:
+            raise StorageError(f"database error: {_first_line(exc)}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        try:
+            with self._connections().connection() as conn:
                 yield _PgTx(conn)
         except PoolTimeout as exc:
             raise StorageError(f"no database connection: {_first_line(exc)}") from exc

@@ -132,6 +132,8 @@ class JobQueue:
         Returns the new job id (truthy), or None if the delivery was seen before.
         """
         now = self.clock()
+        if self.database.dialect == "postgres" and not (job.supersedes and job.head_sha):
+            return self._enqueue_delivery_at_once(delivery_id, job, now)
         try:
             with self.database.transaction() as tx:
                 first = tx.one(
@@ -148,6 +150,25 @@ class JobQueue:
         except Conflict:
             return None  # another replica recorded it between our check and insert
         return job_id
+
+    def _enqueue_delivery_at_once(self, delivery_id: str, job: NewJob, now: float) -> int | None:
+        """PostgreSQL: the delivery, its job and the wake-up in one statement (atomic on its
+        own, one round trip). A delivery seen before inserts neither row."""
+        with self.database.autocommit() as tx:
+            row = tx.one(
+                "WITH next AS (SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id), "
+                "d AS (INSERT INTO deliveries (delivery_id, forge, job_id, received_at) "
+                "      SELECT ?, ?, next.id, ? FROM next "
+                "      ON CONFLICT (delivery_id) DO NOTHING RETURNING job_id), "
+                "j AS (INSERT INTO jobs (id, kind, forge, repo, pr_key, head_sha, payload, "
+                "      next_run_at, created_at) "
+                "      SELECT d.job_id, ?, ?, ?, ?, ?, ?, ?, ? FROM d RETURNING id) "
+                "SELECT j.id, pg_notify(?, '') FROM j",
+                (delivery_id, job.forge, now, job.kind, job.forge, job.repo, job.pr_key,
+                 job.head_sha, json.dumps(job.payload, separators=(",", ":")), now, now,
+                 JOBS_CHANNEL),
+            )  # fmt: skip
+        return int(row["id"]) if row else None
 
     def enqueue(self, job: NewJob) -> int:
         """Enqueue work that has no delivery (e.g. a follow-up the bot schedules itself)."""
