@@ -369,7 +369,7 @@ def test_a_1500_app_pr_with_one_deny_shows_its_row_and_violation():
         "fail",
         [Violation("deny", "no_latest", "uses :latest", "Deployment", "web", "app-0777", new=True)],
     )
-    apps = [app(f"app-{i:04d}", [change(f"app-{i:04d}", lines=20)]) for i in range(1_500)]
+    apps = [app(f"app-{i:04d}", [distinct(f"app-{i:04d}", i, lines=20)]) for i in range(1_500)]
     apps[777].policy = deny
     r = report(apps, verdict="fail")
     md = render_markdown(r, context=CTX)
