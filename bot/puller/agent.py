@@ -231,6 +231,7 @@ class PullerAgent:
             for name in sorted(set(apps or exc.apps) | set(self.known_apps())):
                 if self.owns(name):
                     self._deployer.refuse(self._state(name), None, None, exc)
+                    self._followers.publish(self.store, self._state(name))
             return False
         self._ledger_error = None
         names = self._ledger.named_apps(cycle.git, cycle.ledger.tip)
