@@ -4,7 +4,8 @@ Its public face: the agent and its config, the applier, the HTTP API, and the
 verified-frontier store. Modules, by the decision each makes: ``verify`` (which
 revision may run: ledger, anchor, signature chain), ``release`` (plan: render and
 policy at the revision), ``deployer`` and ``apply`` (apply, prune, health, record),
-``observe``, ``views`` and ``drift`` (drift and self-heal).
+``observe``, ``views`` and ``drift`` (drift and self-heal); ``leader``, ``followers`` and
+``cluster_state`` for several replicas.
 """
 
 from bot.puller.agent import PullerAgent

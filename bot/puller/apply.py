@@ -1,4 +1,4 @@
-"""Converge the cluster to an app's rendered objects: server-side apply, prune, health.
+"""Converge the cluster to an app's rendered objects: server-side apply in waves, then prune.
 
 Rules (what Argo CD and Flux do, and what users complain they do not):
 
