@@ -171,9 +171,9 @@ def render_batch(
         return {}
     deadline = time.monotonic() + limits.timeout_s
     try:
-        for job in jobs:
-            assert job.plan.kustomization is not None
-            job.plan.kustomization.check(tree, limits)  # the per-app YAML checks
+        # No per-app parse of the inputs here (KustomizeTree.check): what it refuses,
+        # kubectl refuses or the output parse below does (same node, depth and size
+        # bounds), and then each app is rendered alone, with its own check and message.
         inputs = {rel for job in jobs for rel in job.plan.inputs}
         with tree.confined(inputs) as only:
             directory = _write_root(only, jobs)

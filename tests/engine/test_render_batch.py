@@ -253,3 +253,33 @@ def test_apps_using_build_wide_fields_are_never_batched(tmp_path: Path, field: s
     together, processes = batched(apps, tmp_path)
     assert together == per_app(apps, tmp_path)
     assert processes == 2  # web-prod and web-staging together, api alone
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata: {}\nx: "
+        + "[" * 120
+        + "]" * 120
+        + "\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\n"
+        + "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+            for i in range(6)
+        ),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: broken\n",
+    ],
+    ids=["too-deep", "alias-bomb", "bad-yaml"],
+)
+def test_inputs_only_sluice_refuses_get_the_per_app_error(tmp_path: Path, text: str) -> None:
+    apps = corpus(tmp_path)
+    write(tmp_path, "odd/cm.yaml", text)
+    write(tmp_path, "odd/kustomization.yaml", "resources: [cm.yaml]\n")
+    apps.insert(1, App(name="odd", path="odd"))
+    limits = RenderLimits(max_memory_bytes=256 * 1024 * 1024, timeout_s=20)
+    together, _ = batched(apps, tmp_path, limits=limits)
+    with RenderEngine() as engine:
+        alone = [_exact(engine.render(app, tmp_path, limits=limits)) for app in apps]
+    assert together == alone
+    assert alone[1][0] is not None and alone[1][0].startswith("odd/cm.yaml")
