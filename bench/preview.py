@@ -92,12 +92,20 @@ def app_objects(app: int, count: int) -> list[dict]:
     return [deployment(app, i) if i % 2 == 0 else config_map(app, i) for i in range(count)]
 
 
+class PlainDumper(yaml.SafeDumper):
+    """Writes manifests as people do: no ``&id001`` anchors for the shared label maps."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def write_app(repo: Path, app: int, count: int) -> dict:
     path = f"apps/app{app}"
     target = repo / path
     target.mkdir(parents=True)
     objects = app_objects(app, count)
-    (target / "objects.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    text = yaml.dump_all(objects, Dumper=PlainDumper, sort_keys=False)
+    (target / "objects.yaml").write_text(text)
     entry = {"name": f"app{app}", "path": path, "namespace": f"ns{app}"}
     if app % 2 == 0:
         (target / "kustomization.yaml").write_text(
