@@ -27,6 +27,7 @@ from bot.gitops import Mirrors
 from bot.report.escape import text
 from bot.server.jobs import NO_DEPLOYS_NOTE, CommandJobs, JobContext, PreviewJobs, PushJobs
 from bot.server.publish import error_statuses, publish_commit_statuses, publish_statuses
+from bot.server.reports import open_pages
 from bot.server.storage import open_for
 from bot.server.storage.budget import SharedWriteBudget, budget_key
 from bot.server.storage.queue import Job, JobQueue, NewJob
@@ -170,6 +171,7 @@ def job_runner(config: ServerConfig) -> JobRunner:
         cache_dir=cache_dir,
         promoter=promoter,
         puller=puller,
+        pages=open_pages(config.data_dir, database=database) if config.storage.replicated else None,
     )
     return JobRunner(handlers.handle, on_give_up=handlers.give_up)
 

@@ -2,8 +2,9 @@
 
 The token is the capability: 32 random bytes, URL-safe. Whoever can read the PR
 comment can open the page; nobody can list or guess pages. A tiny interface
-(put/get/expire) over SQLite in the data directory, so another backend can take
-its place.
+(put/get/expire) over the storage seam: the bot's database (PostgreSQL with
+several replicas, so any replica serves any page), or a SQLite file in the data
+directory.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,8 @@ from bot.models import Report
 from bot.report import MARKER, Approvals, CommentContext, to_json
 from bot.report.html import render_html
 from bot.report.markdown import mark_stale
+from bot.server.storage.base import Database
+from bot.server.storage.sqlite import SqliteDatabase
 
 DEFAULT_RETENTION = timedelta(days=30)
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -41,31 +42,35 @@ class ReportPage:
 
 
 class ReportPages:
-    def __init__(self, path: str | Path, *, retention: timedelta = DEFAULT_RETENTION) -> None:
-        self.path = Path(path)
+    """Pages in the bot's database (``report_pages``): a ``Database`` of the storage seam,
+    so that every replica serves every page, or a SQLite file of their own."""
+
+    def __init__(
+        self, store: str | Path | Database, *, retention: timedelta = DEFAULT_RETENTION
+    ) -> None:
         self.retention = retention
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn, conn:
-            conn.execute(
+        if isinstance(store, Database):
+            self._db = store  # its migrations made the table
+            return
+        self.path = Path(store)
+        self._db = SqliteDatabase(self.path)
+        with self._db.transaction() as tx:
+            tx.execute(
                 "CREATE TABLE IF NOT EXISTS report_pages (token TEXT PRIMARY KEY, html TEXT NOT NULL,"
                 " json TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL)"
             )
-            conn.execute(
+            tx.execute(
                 "CREATE INDEX IF NOT EXISTS report_pages_expiry ON report_pages (expires_at)"
             )
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10)
-        conn.execute("PRAGMA journal_mode=WAL")
-        return conn
 
     def put(self, html: str, json_text: str, now: datetime | None = None) -> ReportPage:
         """Store a page under a fresh token; old pages past their time are dropped."""
         now = now or datetime.now(UTC)
         page = ReportPage(secrets.token_urlsafe(32), html, json_text, now, now + self.retention)
-        with closing(self._connect()) as conn, conn:
-            conn.execute(
-                "INSERT INTO report_pages VALUES (?, ?, ?, ?, ?)",
+        with self._db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO report_pages (token, html, json, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (page.token, html, json_text, now.isoformat(), page.expires_at.isoformat()),
             )
         self.expire(now)
@@ -76,24 +81,25 @@ class ReportPages:
         if not TOKEN_PATTERN.match(token):
             return None
         now = now or datetime.now(UTC)
-        with closing(self._connect()) as conn:
-            row = conn.execute(
+        with self._db.read() as tx:
+            row = tx.one(
                 "SELECT token, html, json, created_at, expires_at FROM report_pages "
                 "WHERE token = ?",
                 (token,),
-            ).fetchone()
+            )
         if row is None:
             return None
         page = ReportPage(
-            row[0], row[1], row[2], datetime.fromisoformat(row[3]), datetime.fromisoformat(row[4])
-        )
+            row["token"], row["html"], row["json"],
+            datetime.fromisoformat(row["created_at"]), datetime.fromisoformat(row["expires_at"]),
+        )  # fmt: skip
         return page if page.expires_at > now else None
 
     def expire(self, now: datetime | None = None) -> int:
         """Drop every page past its time; how many were dropped."""
         now = now or datetime.now(UTC)
-        with closing(self._connect()) as conn, conn:
-            return conn.execute(
+        with self._db.transaction() as tx:
+            return tx.execute(
                 "DELETE FROM report_pages WHERE expires_at <= ?", (now.isoformat(),)
             ).rowcount
 
@@ -124,11 +130,14 @@ def retention_from_env(value: str | None) -> timedelta:
     return timedelta(days=days)
 
 
-def open_pages(data_dir: Path, env: dict[str, str] | None = None) -> ReportPages:
-    """The store in ``data_dir``, with the retention ``env`` sets (default: os.environ)."""
+def open_pages(
+    data_dir: Path, env: dict[str, str] | None = None, *, database: Database | None = None
+) -> ReportPages:
+    """The store in ``database`` (several replicas: every one serves every page), else in
+    ``data_dir``, with the retention ``env`` sets (default: os.environ)."""
     env = dict(os.environ) if env is None else env
     return ReportPages(
-        Path(data_dir) / "reports.sqlite3",
+        database if database is not None else Path(data_dir) / "reports.sqlite3",
         retention=retention_from_env(env.get("SLUICE_REPORT_RETENTION_DAYS")),
     )
 

@@ -107,7 +107,8 @@ def create_app(
         text, content_type = metrics.render()
         return Response(text, content_type=content_type)
 
-    add_report_routes(app, open_pages(config.data_dir))
+    shared = queue.database if config.storage.replicated else None
+    add_report_routes(app, open_pages(config.data_dir, database=shared))
 
     return app
 

@@ -12,7 +12,9 @@ import requests
 from bot.config import ConfigError
 from bot.config.server import ServerConfig
 from bot.diff.secrets import load_or_create_key
+from bot.server.reports import ReportPages
 from bot.server.serve import install_fingerprint_key
+from bot.server.storage.postgres import PostgresDatabase
 from tests.botkit import SLUICE, github_delivery, server_env, wait_for
 from tests.replicakit import FINGERPRINT_KEY, Replica, replica_env
 
@@ -104,6 +106,15 @@ def test_roles_readiness_and_per_replica_metrics(tmp_path, pg_url):
         assert intake.github("ping", payload).status_code == 202
         metrics = requests.get(f"{worker.url}/metrics", timeout=5).text
         assert "sluice_queue_depth" in metrics and "sluice_webhooks_total{" not in metrics
+        # A report page one replica's job stored is served by any replica.
+        database = PostgresDatabase(pg_url)
+        try:
+            page = ReportPages(database).put("<p>report</p>", '{"verdict": "pass"}')
+        finally:
+            database.close()
+        for replica in (intake, worker):
+            served = requests.get(f"{replica.url}/reports/{page.token}.json", timeout=5)
+            assert served.status_code == 200 and served.json() == {"verdict": "pass"}
         # The database goes away: readiness says so on every role.
         with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {pg_url.rsplit('/', 1)[1]} WITH (FORCE)")

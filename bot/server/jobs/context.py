@@ -12,6 +12,7 @@ from bot.deploy import OverrideStore, Promoter, PullerClient
 from bot.errors import RetryableError
 from bot.forge.base import Forge, RepoRef
 from bot.gitops import Git, GitError, Mirrors
+from bot.server.reports import ReportPages, open_pages
 
 
 @dataclass
@@ -29,6 +30,12 @@ class JobContext:
     # to share its client; neither: previews carry no live section.
     puller: PullerClient | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Full report pages in the shared database (several replicas); None: a file in the
+    # data directory.
+    pages: ReportPages | None = None
+
+    def report_pages(self) -> ReportPages:
+        return self.pages or open_pages(self.config.data_dir)
 
     def forge(self, name: str) -> Forge:
         try:

@@ -17,7 +17,7 @@ from bot.preview import PreviewError, PreviewOptions, run_preview
 from bot.report import CommentContext, forge_budget, render_markdown
 from bot.server.jobs.context import JobContext
 from bot.server.publish import gate_statuses, pending_statuses, publish_statuses, upsert_report
-from bot.server.reports import comment_context, mark_report_stale, open_pages, publish_page
+from bot.server.reports import comment_context, mark_report_stale, publish_page
 from bot.server.worker import CancelToken
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class PreviewJobs:
         config = self.ctx.config
         context = comment_context(config, forge, pr, self.ctx.clock())
         context = publish_page(
-            open_pages(config.data_dir), config.public_url, report, title="Sluice", context=context
+            self.ctx.report_pages(), config.public_url, report, title="Sluice", context=context
         )
         budget = forge_budget(forge.name)
         body = _render_with_live(report, notes if pr.draft else [], live, context, budget)

@@ -17,7 +17,7 @@ from bot.server.publish import (
     publish_commit_statuses,
     upsert_commit_report,
 )
-from bot.server.reports import open_pages, publish_page
+from bot.server.reports import publish_page
 from bot.server.worker import CancelToken
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class PushJobs:
             f"**Deploy:** {deploy_note}",
         ]
         context = publish_page(
-            open_pages(ctx.config.data_dir), ctx.config.public_url, report, title=PUSH_TITLE,
+            ctx.report_pages(), ctx.config.public_url, report, title=PUSH_TITLE,
             context=CommentContext(made_at=ctx.clock()),
         )  # fmt: skip
         body = render_markdown(report, title=PUSH_TITLE, extra=notes, context=context,

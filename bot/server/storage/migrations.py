@@ -184,6 +184,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the head of each PR's line of queued jobs is an index lookup",
         _both("CREATE INDEX IF NOT EXISTS jobs_queued_per_pr ON jobs (state, pr_key, id);\n"),
     ),
+    Migration(
+        6,
+        "full report pages, served by every replica",
+        _both(
+            "CREATE TABLE IF NOT EXISTS report_pages (token TEXT PRIMARY KEY, html TEXT NOT NULL, "
+            "json TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL);\n"
+            "CREATE INDEX IF NOT EXISTS report_pages_expiry ON report_pages (expires_at);\n"
+        ),
+    ),
 )
 
 
