@@ -274,7 +274,7 @@ def test_github_direct_push_gets_one_commit_report_three_statuses_and_no_deploy(
         assert len(reports) == 1
         report = reports[0]
         assert report.author == BOT and MARKER in report.body
-        assert "**Sluice \\(direct push\\): passed**" in report.body
+        assert "**Sluice (direct push): passed**" in report.body
         assert "web" in report.body  # the app the push changed
         assert "Sluice deploys only merged pull requests" in report.body
         assert f"`{before[:12]}..{after[:12]}`" in report.body
@@ -348,7 +348,7 @@ def test_gitlab_direct_push_gets_one_commit_note_even_when_the_job_runs_twice(
         notes = gl.commit_comments(project, after)
         assert len(notes) == 1
         assert notes[0].author.username == BOT
-        assert MARKER in notes[0].note and "Sluice \\(direct push\\)" in notes[0].note
+        assert MARKER in notes[0].note and "Sluice (direct push)" in notes[0].note
         assert NO_DEPLOYS_NOTE in notes[0].note
         assert "@bob" in notes[0].note
         latest = gl.latest_statuses(project, after)
