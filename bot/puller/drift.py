@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.diff import diff_objects, normalize
+from bot.diff import diff_objects, is_secret, normalize
 from bot.models import ObjectChange
 
 HASH_ANNOTATION = "sluice.dev/applied-hash"
@@ -100,13 +100,26 @@ def drift_changes(observed: Iterable[Observed], *, secret_key: bytes) -> list[Ob
     (live, no longer desired)."""
     live_side: list[Json] = []
     desired_side: list[Json] = []
+    changed = False
     for item in observed:
         if item.desired is not None:
-            desired_side.append(comparable(item.desired))
+            want = comparable(item.desired)
             if item.live is not None:
-                live_side.append(live_projection(item.live, item.desired))
+                seen = live_projection(item.live, item.desired)
+                if seen == want and not is_secret(want):
+                    # Unchanged: no change to show. Secrets always go in: their values
+                    # are what every other object is masked with.
+                    continue
+                changed = changed or seen != want
+                live_side.append(seen)
+            else:
+                changed = True
+            desired_side.append(want)
         elif item.live is not None:
+            changed = True
             live_side.append(normalize(without_bookkeeping(item.live), None))
+    if not changed:
+        return []  # the no-op cycle: nothing to diff, nothing to mask
     return diff_objects(live_side, desired_side, secret_key=secret_key)
 
 

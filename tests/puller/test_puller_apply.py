@@ -578,6 +578,18 @@ def test_drift_after_a_live_edit_is_reported_masked_and_nothing_changes(
     assert all("applied-hash" not in c.diff for c in changes)
 
 
+def test_a_secret_value_pasted_into_a_drifted_object_is_masked(kube, api, applier, tmp_path):
+    applier.apply(APP, app_objects())
+    meta = {"name": "settings", "namespace": "web"}
+    pasted = {"mode": "prod hunter2-very-secret"}
+    kubectl_edit(api, tmp_path, "v1", "ConfigMap", {"metadata": meta, "data": pasted})
+
+    [change] = applier.drift(APP, app_objects(), secret_key=KEY)
+
+    assert (change.kind, change.name) == ("ConfigMap", "settings")
+    assert "hunter2-very-secret" not in change.diff and "<secret sha:" in change.diff
+
+
 def test_drift_reports_missing_objects_and_leftovers(kube, applier):
     applier.apply(APP, [*app_objects(), configmap("old")])
     with kube.api_client() as api_client:
