@@ -17,7 +17,7 @@ Targets (2-core machine): PostgreSQL with 2 replicas ≥ 500 deliveries/s with p
 comment on PostgreSQL no more than 10 % slower than on SQLite.
 
 Usage: python bench/webhooks.py [--setups sqlite,pg1,pg2,pg3] [--deliveries 2000]
-       [--threads 4] [--runs 5] [--apps 200]
+       [--threads 4] [--runs 5] [--apps 200] [--intake-only]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from bot.report import MARKER  # noqa: E402
 from tests.botkit import GH_TOKEN, SluiceServer, github_delivery, server_env, wait_for  # noqa: E402
 from tests.emulators.github import GitHubEmulator  # noqa: E402
 from tests.pgkit import PgServer  # noqa: E402
+from tests.replicakit import Replica  # noqa: E402
 
 REPO = "bench/gitops"
 BOT = "sluice-bot"
@@ -151,6 +152,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--apps", type=int, default=200)
     parser.add_argument("--objects", type=int, default=50)
+    parser.add_argument(
+        "--intake-only",
+        action="store_true",
+        help="replicas run --role intake: acknowledgement alone, no job runs beside it",
+    )
     args = parser.parse_args()
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = [s for s in setups if s not in SETUPS]
@@ -204,14 +210,16 @@ def run_setup(
                 "SLUICE_FINGERPRINT_KEY": "ab" * 32,
                 "SLUICE_REPLICA_ID": f"{setup}-r{index}",
             }
-        servers.append(SluiceServer(env, workdir / f"r{index}.log"))
+        role = "intake" if args.intake_only else "all"
+        servers.append(Replica(env, workdir / f"r{index}.log", role=role))
     for server in servers:
         server.start()
     try:
         rate, p99 = bench_intake(servers, gh, args.deliveries, args.threads)
-        queue_drained(servers[0], url)
         comment = None
-        if setup in ("sqlite", "pg1"):
+        if not args.intake_only:
+            queue_drained(servers[0], url)
+        if setup in ("sqlite", "pg1") and not args.intake_only:
             first = 100 + 100 * list(SETUPS).index(setup)
             comment = statistics.median(bench_comment(servers[0], gh, repo, args.runs, first))
     finally:
