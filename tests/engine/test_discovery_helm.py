@@ -168,9 +168,8 @@ def test_external_sources_are_reported_in_the_preview(repo, tmp_path) -> None:
     comment = render_markdown(report)
     assert "### Notes" in comment
     # Markdown-escaped, as any text from the repository is.
-    assert (
-        "- `argocd:cert-manager`: not rendered\\: external source https\\://charts\\.jetstack"
-        in (comment)
+    assert "- `argocd:cert-manager`: not rendered: external source https\\://charts.jetstack" in (
+        comment
     )
     as_json = report.to_dict()
     assert {a["name"]: a["status"] for a in as_json["apps"]}[
