@@ -88,3 +88,29 @@ def test_every_preview_links_its_full_report_page(served, gitops):
         f"> ⏳ **Out of date:** Sluice is previewing the new head `{gitops.sha['deny2'][:7]}`"
     )
     assert f"this report is for `{gitops.sha['deny'][:7]}`" in first
+
+
+def test_hostile_command_lines_get_inert_replies_from_a_real_server(served, gitops):
+    """Errors are answered before any permission check, so anyone can try this."""
+    gh, server = served
+    if REPO not in gh._repos:
+        gh.add_repo(REPO, clone_url=gitops.clone_url)
+    gh.add_pull(REPO, number=2, base_sha=gitops.sha["main"], head_ref="clean",
+                head_sha=gitops.sha["clean"])  # fmt: skip
+    lines = [
+        "/sync web` @acme/security `*x*",
+        "/rollback --to `x` @acme/sec <img src=x onerror=alert(1)>",
+        "/frobnicate @acme/security </details> | <!-- sluice:report --> \u202e",
+    ]
+    comment_id = gh.add_comment(REPO, 2, "\n".join(lines), author="mallory")
+    payload = gh.issue_comment_event(REPO, comment_id)
+    assert server.github("issue_comment", payload).status_code == 202
+
+    def replies():
+        found = [c for c in gh.comments(REPO, 2) if c.author == BOT]
+        return found if len(found) >= len(lines) else None
+
+    for reply in wait_for(replies, 60, "a reply per command line"):
+        assert reply.body.startswith("@mallory\n\n")
+        check_inert(reply.body, addressee="mallory")
+        assert "\u202e" not in reply.body
