@@ -34,9 +34,10 @@ from bot.render.slots import RenderSlots
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-# Go reserves (PROT_NONE) about 800 MiB of address space at start-up; RLIMIT_AS must
+# Go reserves (PROT_NONE) about 800 MiB of address space at start-up (kubectl; Python with
+# Helm's engine loaded: 1.8 GiB), and more as its heap grows; RLIMIT_AS must
 # leave room for it, so the real bound on what a child can use is RLIMIT_DATA.
-ADDRESS_SPACE_HEADROOM = 1536 * MIB
+ADDRESS_SPACE_HEADROOM = 2048 * MIB
 # Nothing listens on the discard port; a proxied connection is refused at once.
 CLOSED_PROXY = "http://127.0.0.1:9"
 
