@@ -425,6 +425,7 @@ def test_a_puller_killed_mid_apply_converges_after_restart_with_nothing_lost_or_
 
         wait_for(mid_apply, 60, "the puller to be part-way through the apply", 0.02)
         stack.puller.kill()
+        time.sleep(0.3)  # a request already sent still lands, as on a real API server
     finally:
         stack.kube.latency_s = 0.0
     created = [n for n in bulk_names(stack) if n.startswith("k-")]
