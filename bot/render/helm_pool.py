@@ -30,6 +30,9 @@ from bot.render.sandbox import MIB, ChildLimits, Sandbox, go_env, kill_group, of
 # writable mappings); the render's own allowance comes on top of it.
 WORKER_BASE_MEMORY = 192 * MIB
 _TICK_S = 0.05
+# The worker refuses output over max_output_bytes (64 MiB by default); JSON escaping can
+# at most double it. A longer reply means a worker that is not behaving: it is killed.
+MAX_REPLY_BYTES = 256 * MIB
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -72,6 +75,8 @@ class _Worker:
             chunks += chunk
             if size is None and len(chunks) >= helm_worker.HEADER.size:
                 (size,) = helm_worker.HEADER.unpack_from(chunks)
+            if size is not None and size > MAX_REPLY_BYTES:
+                raise WorkerOverrun("reply over the output limit")
         return json.loads(bytes(chunks[helm_worker.HEADER.size :]))
 
     def cpu_s(self) -> float:
