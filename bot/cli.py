@@ -217,10 +217,11 @@ def _config(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from bot.config import ConfigError
     from bot.config.server import ServerConfig
-    from bot.server.serve import run
+    from bot.server.serve import check_limits, run
 
     try:
         config = ServerConfig.from_env(os.environ, args.config)
+        check_limits(os.environ)
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
     if args.dev and args.role != "all":

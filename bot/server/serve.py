@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import wait
 from types import FrameType
 from typing import Any, Literal
@@ -51,7 +51,7 @@ from bot.server.metrics import Metrics
 from bot.server.storage import open_for
 from bot.server.storage.queue import JobQueue
 from bot.server.web import MAX_BODY_BYTES, Readiness, create_app
-from bot.server.worker import JobRunner, WorkerPool
+from bot.server.worker import JobRunner, WorkerPool, job_deadline_from_env
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,17 @@ def run(
     if dev:
         return _run_dev(config, bind, runner_factory)
     return Supervisor(config, bind, runner_factory, http_threads, role).run()
+
+
+def check_limits(environ: Mapping[str, str]) -> None:
+    """Refuse a bad render or job limit at start, not at the first job (ConfigError)."""
+    from bot.render.limits import PreviewBudget, RenderLimits
+    from bot.render.slots import RenderSlots
+
+    RenderLimits.from_env(environ)
+    PreviewBudget.from_env(environ)
+    RenderSlots.from_env(environ)
+    job_deadline_from_env(environ)
 
 
 def replica_of(config: ServerConfig) -> str:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from bot.config.repo import ConfigError
 from bot.errors import RetryableError
 from bot.forge.base import ForgeError
 from bot.server.storage.base import Listener, StorageError
@@ -348,7 +349,7 @@ def job_deadline_from_env(environ: Mapping[str, str]) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"SLUICE_JOB_DEADLINE_S: must be a positive number of seconds, got {raw!r}"
         )
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import requests
 
 from bot.server.storage.queue import JobQueue, NewJob
 from bot.server.worker import WorkerPool, job_deadline_from_env
-from tests.botkit import SluiceServer, github_delivery, server_env
+from tests.botkit import SLUICE, SluiceServer, github_delivery, server_env
 
 DATA = Path(__file__).parents[1] / "data" / "webhooks"
 # The shipped liveness and readiness probes' timeoutSeconds (deploy/base/deployment.yaml).
@@ -190,3 +191,16 @@ def test_100k_deep_json_in_a_signed_delivery_is_a_400(served: SluiceServer) -> N
     assert response.json() == {"error": "body JSON is nested too deeply"}
     # And the server is fine afterwards.
     assert requests.get(f"{served.url}/healthz", timeout=PROBE_TIMEOUT_S).status_code == 200
+
+
+def test_a_bad_limit_stops_sluice_serve_at_start(tmp_path: Path) -> None:
+    env = server_env(tmp_path / "data", SLUICE_PREVIEW_MAX_APPS="lots")
+    proc = subprocess.run(
+        [str(SLUICE), "serve", "--bind", "127.0.0.1:9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "SLUICE_PREVIEW_MAX_APPS: must be a positive number, got 'lots'" in proc.stderr
