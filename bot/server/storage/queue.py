@@ -20,7 +20,6 @@ the HTTP process exports what its own replica's worker process did.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,76 +27,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bot.server.storage.base import JOBS_CHANNEL, Conflict, Database, Listener, Tx
+from bot.server.storage.jobs import (
+    DURATION_BUCKETS,
+    RESULTS,
+    Job,
+    JobState,
+    NewJob,
+    PoolBeat,
+    QueueStats,
+    Recovery,
+    job_from_row,
+)
 from bot.server.storage.migrations import migrate
 from bot.server.storage.sqlite import SqliteDatabase
+from bot.server.storage.upkeep import QueueUpkeep
 
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
-JobResult = Literal["success", "failure", "retry", "cancelled"]
+__all__ = ["DURATION_BUCKETS", "Job", "JobQueue", "NewJob", "PoolBeat", "QueueStats", "Recovery"]
 
-#: Upper bounds (seconds) of the job duration histogram.
-DURATION_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _MAX_ERROR_CHARS = 2000
 _CLAIM_TRIES = 4
 _RUNNING_FENCE = "id = ? AND attempts = ? AND worker_id = ? AND state = 'running'"
 
 
-@dataclass(frozen=True)
-class NewJob:
-    kind: str  # preview | command | merged | closed | ...
-    forge: str
-    repo: str  # full name
-    pr_key: str  # "github:org/repo#12"
-    payload: dict[str, Any]
-    head_sha: str | None = None
-    #: Cancel this PR's queued/running jobs of the same kind for other heads.
-    supersedes: bool = False
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    kind: str
-    forge: str
-    repo: str
-    pr_key: str
-    head_sha: str | None
-    payload: dict[str, Any]
-    state: JobState
-    attempts: int
-    next_run_at: float
-    lease_expires_at: float | None
-    worker_id: str | None
-    last_error: str | None
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    by_state: dict[str, int]
-    oldest_queued_age_s: float
-    totals: dict[tuple[str, str], int]  # (kind, result) -> count, this replica's
-    durations: dict[str, tuple[int, float, tuple[int, ...]]]  # kind -> (count, sum, buckets)
-
-
-@dataclass(frozen=True)
-class Recovery:
-    requeued: tuple[int, ...] = ()
-    failed: tuple[Job, ...] = ()
-
-
-@dataclass(frozen=True)
-class PoolBeat:
-    pool_id: str
-    pid: int
-    alive: int
-    size: int
-    at: float
-
-
 @dataclass
-class JobQueue:
+class JobQueue(QueueUpkeep):
     """``db`` is a ``Database``, or the path of a SQLite file (the single-node default)."""
 
     db: Database | Path | str
@@ -226,7 +179,7 @@ class JobQueue:
                         (worker_id, now + lease_s, now, row["id"]),
                     )
                 if claimed is not None:
-                    return _job(claimed)
+                    return job_from_row(claimed)
             except Conflict:
                 continue  # another replica started a job of this PR first
         return None
@@ -306,7 +259,7 @@ class JobQueue:
                     "last_error = COALESCE(?, last_error) WHERE id = ?",
                     (state, now, error, job.id),
                 )
-            self._count(tx, job.kind, _RESULTS[state])
+            self._count(tx, job.kind, RESULTS[state])
             self._observe(tx, job.kind, max(0.0, now - (row["started_at"] or now)))
             tx.notify(JOBS_CHANNEL)  # the PR's next job may run now
         return True
@@ -365,179 +318,13 @@ class JobQueue:
         ).rowcount
         return len(cancelled) + running
 
-    def recover_expired(
-        self, max_attempts: int | None = None, orphaned_after_s: float | None = None
-    ) -> Recovery:
-        """Requeue running jobs whose lease expired (their worker died).
-
-        With ``orphaned_after_s``, a job is also recovered when its worker id names a
-        pool (``<pool_id>/<n>``) that has not beaten for that long: a killed server
-        then resumes its work seconds after a restart instead of a whole lease later.
-        A job that already used ``max_attempts`` is failed instead: a job that
-        kills its worker every time must not loop forever.
-        """
-        now = self.clock()
-        sql = "SELECT * FROM jobs AS j WHERE j.state = 'running' AND (j.lease_expires_at < ?"
-        params: list[Any] = [now]
-        if orphaned_after_s is not None:
-            sql += (
-                " OR NOT EXISTS (SELECT 1 FROM pool_beats AS b WHERE b.at >= ? "
-                "AND substr(j.worker_id, 1, length(b.pool_id) + 1) = b.pool_id || '/')"
-            )
-            params.append(now - orphaned_after_s)
-        sql += ")" + self.database.skip_locked
-        requeued: list[int] = []
-        failed: list[Job] = []
-        with self.database.transaction() as tx:
-            for row in tx.all(sql, params):
-                give_up = row["cancel_requested"] or (
-                    max_attempts is not None and row["attempts"] >= max_attempts
-                )
-                if give_up:
-                    state = "cancelled" if row["cancel_requested"] else "failed"
-                    error = f"worker lost (lease expired) on attempt {row['attempts']}"
-                    tx.execute(
-                        "UPDATE jobs SET state = ?, finished_at = ?, lease_expires_at = NULL, "
-                        "last_error = ? WHERE id = ?",
-                        (state, now, error, row["id"]),
-                    )
-                    self._count(tx, row["kind"], _RESULTS[state])
-                    if state == "failed":
-                        failed.append(_job(row))
-                else:
-                    tx.execute(
-                        "UPDATE jobs SET state = 'queued', worker_id = NULL, "
-                        "lease_expires_at = NULL, next_run_at = ?, "
-                        "last_error = 'worker lost (lease expired)' WHERE id = ?",
-                        (now, row["id"]),
-                    )
-                    requeued.append(row["id"])
-            if requeued:
-                tx.notify(JOBS_CHANNEL)
-        return Recovery(tuple(requeued), tuple(failed))
-
-    def prune(self, keep_s: float = 14 * 24 * 3600) -> int:
-        """Forget finished jobs and deliveries older than ``keep_s``; returns jobs removed.
-
-        A delivery redelivered after that is processed again (at-least-once anyway).
-        """
-        cutoff = self.clock() - keep_s
-        with self.database.transaction() as tx:
-            removed = tx.execute(
-                "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled') "
-                "AND created_at < ?",
-                (cutoff,),
-            ).rowcount
-            tx.execute("DELETE FROM deliveries WHERE received_at < ?", (cutoff,))
-        return removed
-
     def listen(self, wake: Callable[[], None]) -> Listener | None:
         """Call ``wake`` whenever a job may have become runnable (PostgreSQL only)."""
         return self.database.listen(JOBS_CHANNEL, wake)
 
     # -- inspection -------------------------------------------------------------------
-
-    def get(self, job_id: int) -> Job | None:
-        with self.database.read() as tx:
-            row = tx.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return _job(row) if row else None
-
-    def jobs(self, pr_key: str | None = None) -> list[Job]:
-        with self.database.read() as tx:
-            if pr_key is None:
-                rows = tx.all("SELECT * FROM jobs ORDER BY id")
-            else:
-                rows = tx.all("SELECT * FROM jobs WHERE pr_key = ? ORDER BY id", (pr_key,))
-        return [_job(r) for r in rows]
-
-    def stats(self) -> QueueStats:
-        """Queue depth and ages for the whole fleet; outcome counters for this replica."""
-        by_state = {s: 0 for s in ("queued", "running", "done", "failed", "cancelled")}
-        with self.database.read() as tx:
-            for row in tx.all("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
-                by_state[row["state"]] = int(row["n"])
-            oldest = tx.one("SELECT MIN(created_at) AS t FROM jobs WHERE state = 'queued'")
-            totals = {
-                (r["kind"], r["result"]): int(r["count"])
-                for r in tx.all(
-                    "SELECT kind, result, count FROM job_outcomes WHERE replica = ?",
-                    (self.replica,),
-                )
-            }
-            durations: dict[str, tuple[int, float, tuple[int, ...]]] = {}
-            buckets: dict[str, list[int]] = {}
-            for r in tx.all(
-                "SELECT kind, bucket, count, total FROM job_duration_buckets WHERE replica = ?",
-                (self.replica,),
-            ):
-                counts = buckets.setdefault(r["kind"], [0] * (len(DURATION_BUCKETS) + 1))
-                counts[int(r["bucket"])] += int(r["count"])
-                count, total, _ = durations.get(r["kind"], (0, 0.0, ()))
-                durations[r["kind"]] = (count + int(r["count"]), total + float(r["total"]), ())
-        t = oldest["t"] if oldest else None
-        return QueueStats(
-            by_state=by_state,
-            oldest_queued_age_s=max(0.0, self.clock() - t) if t else 0.0,
-            totals=totals,
-            durations={k: (c, s, tuple(buckets[k])) for k, (c, s, _) in durations.items()},
-        )
-
     def ping(self) -> tuple[bool, str]:
         """Whether the database answers (for /readyz)."""
         return self.database.ping()
 
     # -- worker pool liveness (the pool may run in another process or replica) ----------
-
-    def beat_pool(self, pool_id: str, alive: int, size: int) -> None:
-        with self.database.transaction() as tx:
-            # Beats of pools that died without saying goodbye (SIGKILL) fade out.
-            tx.execute("DELETE FROM pool_beats WHERE at < ?", (self.clock() - 3600,))
-            tx.execute(
-                "INSERT INTO pool_beats (pool_id, pid, alive, size, at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (pool_id) DO UPDATE SET pid = excluded.pid, alive = excluded.alive, "
-                "size = excluded.size, at = excluded.at",
-                (pool_id, os.getpid(), alive, size, self.clock()),
-            )
-
-    def clear_pool(self, pool_id: str) -> None:
-        with self.database.transaction() as tx:
-            tx.execute("DELETE FROM pool_beats WHERE pool_id = ?", (pool_id,))
-
-    def pool_beats(self, prefix: str = "") -> list[PoolBeat]:
-        """Liveness beats, optionally only of pools whose id starts with ``prefix``."""
-        with self.database.read() as tx:
-            rows = tx.all("SELECT * FROM pool_beats ORDER BY pool_id")
-        return [
-            PoolBeat(r["pool_id"], r["pid"], r["alive"], r["size"], r["at"])
-            for r in rows
-            if r["pool_id"].startswith(prefix)
-        ]
-
-
-_RESULTS: dict[str, str] = {
-    "done": "success",
-    "failed": "failure",
-    "queued": "retry",
-    "cancelled": "cancelled",
-}
-
-
-def _job(row: Any) -> Job:
-    return Job(
-        id=int(row["id"]),
-        kind=row["kind"],
-        forge=row["forge"],
-        repo=row["repo"],
-        pr_key=row["pr_key"],
-        head_sha=row["head_sha"],
-        payload=json.loads(row["payload"]),
-        state=row["state"],
-        attempts=row["attempts"],
-        next_run_at=row["next_run_at"],
-        lease_expires_at=row["lease_expires_at"],
-        worker_id=row["worker_id"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-    )
