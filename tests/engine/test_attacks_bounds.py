@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,12 +32,14 @@ from bot.render import RenderEngine, RenderLimits, affected_apps, render_apps
 from bot.render.globs import Glob
 from bot.render.kustomize import find_kubectl, run_kustomize
 from bot.render.limits import PreviewBudget
-from bot.render.sandbox import PROXY_ONLY, Sandbox
+from bot.render.sandbox import PROXY_ONLY, ChildLimits, Sandbox
 from bot.render.slots import RenderSlots
 from bot.render.tree import ExportTree
 
 CM = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: {value}\n"
 CHART = "apiVersion: v2\nname: {name}\nversion: 1.0.0\n"
+# A renderer's PATH is empty: tools are named by absolute path.
+ENV, LS, SLEEP = (shutil.which(tool) or f"/bin/{tool}" for tool in ("env", "ls", "sleep"))
 
 
 def write(root: Path, rel: str, text: str) -> Path:
@@ -596,3 +599,39 @@ def test_a_parse_failure_nobody_foresaw_is_one_apps_error(tmp_path: Path) -> Non
     results = render_apps([App(name="huge", path="plain/huge"), good], tmp_path)
     assert results[0].error == "plain/huge: cannot read the rendered manifests (ValueError)"
     assert results[1].error is None
+
+
+# -- the sandbox itself -----------------------------------------------------------------------
+
+
+def test_a_renderer_sees_no_credentials_proxies_closed_and_an_empty_home(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLUICE_GITHUB_TOKEN", "ghp_must_not_reach_a_renderer")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-reach-a-renderer")
+    limits = ChildLimits(memory_bytes=64 * 1024 * 1024, cpu_s=5, wall_s=10)
+    result = Sandbox().run(["/bin/sh", "-c", f'{ENV}; {LS} -A "$HOME"'], limits=limits)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    env = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert "must-not-reach" not in result.stdout.decode()
+    assert env["HTTPS_PROXY"] == env["http_proxy"] == env["ALL_PROXY"] == "http://127.0.0.1:9"
+    assert env["NO_PROXY"] == "" and env["GIT_ALLOW_PROTOCOL"] == ""
+    assert env["KUBECONFIG"].startswith(env["HOME"])
+    # HOME holds only the sandbox's own capture files.
+    assert [line for line in lines if "=" not in line] == [".stderr", ".stdout"]
+
+
+def test_the_whole_process_group_dies_at_the_deadline(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"{SLEEP} 300 & echo $! > {pids}; {SLEEP} 300"
+    started = time.monotonic()
+    result = Sandbox().run(
+        ["/bin/sh", "-c", script], limits=ChildLimits(64 * 1024 * 1024, cpu_s=5, wall_s=1)
+    )
+    assert time.monotonic() - started < 5
+    assert result.killed == "killed at the wall-clock deadline"
+    grandchild = int(pids.read_text())
+    time.sleep(0.2)
+    state = Path(f"/proc/{grandchild}/stat")
+    assert not state.exists() or state.read_text().split(")")[1].split()[0] == "Z"
