@@ -204,3 +204,21 @@ def test_a_bad_limit_stops_sluice_serve_at_start(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "SLUICE_PREVIEW_MAX_APPS: must be a positive number, got 'lots'" in proc.stderr
+
+
+def test_an_oversized_chunked_body_is_refused_by_the_front(served: SluiceServer) -> None:
+    """No Content-Length to refuse up front: the front stops reading at the limit."""
+    chunk = b"x" * (1024 * 1024)
+
+    def body() -> Iterator[bytes]:
+        for _ in range(30):  # 30 MiB, over the 25 MiB limit
+            yield chunk
+
+    response = served.session.post(
+        f"{served.url}/webhooks/github",
+        data=body(),
+        headers={"X-GitHub-Event": "pull_request"},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    assert response.json()["error"].startswith("body larger than")
