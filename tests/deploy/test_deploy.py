@@ -337,7 +337,11 @@ def test_puller_rbac_is_least_privilege(rendered):
     for role in roles:
         for rule in role.get("rules", []):
             where = f"{role['kind']}/{role['metadata']['name']}"
-            assert set(rule["verbs"]) <= PULLER_VERBS, where
+            # `update` is the Lease's compare-and-swap for leader election, and nothing else.
+            allowed = PULLER_VERBS | ({"update"} if rule["resources"] == ["leases"] else set())
+            assert set(rule["verbs"]) <= allowed, where
+            if "leases" in rule["resources"]:
+                assert role["kind"] == "Role", f"{where}: leases only in the puller's namespace"
             assert "*" not in rule["resources"] and "*" not in rule.get("apiGroups", []), where
             assert "secrets" not in rule["resources"] or rule.get("resourceNames"), where
             assert "rbac.authorization.k8s.io" not in rule.get("apiGroups", []), where
