@@ -43,6 +43,8 @@ from bot.puller.verify import LEDGER_STATE_KEY, ChainVerifier, Cycle, LedgerGate
 
 log = logging.getLogger(__name__)
 
+FOLLOWER_FLUSH_S = 20.0
+
 
 class PullerAgent:
     """Runs cycles (``run_cycle``) and the loop thread; serves state to the HTTP API."""
@@ -183,9 +185,15 @@ class PullerAgent:
         """Cycle every interval, and at once for apps that were woken, until :meth:`stop`."""
         deadline = 0.0  # the first cycle runs at once
         leading = False
+        next_flush = 0.0
         while not self._stop.is_set():
             if not self._followers.leading:
                 leading = False  # only the leader writes: wait until this replica leads
+                if time.monotonic() >= next_flush:
+                    # Events this pod queued while it led (its outbox is its own) still
+                    # reach the bot when another replica leads now.
+                    self.reporter.flush()
+                    next_flush = time.monotonic() + FOLLOWER_FLUSH_S
                 self._stop.wait(self._followers.retry_s)
                 continue
             if not leading:

@@ -446,3 +446,71 @@ def test_default_policies_pass_the_install(rendered, path):
     denies = [f"{v.kind}/{v.name}: {v.msg}" for v in result.violations if v.severity == "deny"]
     assert denies == []
     assert result.verdict in ("pass", "warn")
+
+
+def test_puller_runs_two_replicas_one_leader_with_per_pod_state(rendered):
+    objects = rendered["deploy"]
+    deployment = _find(objects, "Deployment", "sluice-puller")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0  # one replica stays up
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    # Anti-affinity is a preference: two replicas on a one-node cluster still schedule.
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    [term] = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    # Per-pod disk only: nothing a second replica would share or fight over.
+    assert not spec.get("volumeClaimTemplates")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    [container] = pod["containers"]
+    data_dir = next(e["value"] for e in container["env"] if e["name"] == "SLUICE_DATA_DIR")
+    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounted[data_dir]]
+    assert not any("persistentVolumeClaim" in v for v in volumes.values())
+    # Who this replica is and where the other reaches it, from the downward API.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SLUICE_PULLER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    advertise = env["SLUICE_PULLER_ADVERTISE_URL"]["value"]
+    ip_var = re.fullmatch(r"http://\$\((\w+)\):(\d+)", advertise)
+    assert ip_var, advertise
+    assert env[ip_var[1]]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert _position(env, ip_var[1]) < _position(env, "SLUICE_PULLER_ADVERTISE_URL")  # $(VAR) order
+    assert int(ip_var[2]) == container["ports"][0]["containerPort"]
+    # Leader election is on, on a Lease in the namespace the Role grants.
+    config = yaml.safe_load(
+        _find(objects, "ConfigMap", "sluice-puller-config")["data"]["puller.yaml"]
+    )
+    election = config["leader_election"]
+    role = _find(objects, "Role", "sluice-puller-state")
+    assert election["namespace"] == role["metadata"]["namespace"]
+    assert any("leases" in rule["resources"] for rule in role["rules"])
+    # One may be down at a time, never both.
+    pdb = _find(objects, "PodDisruptionBudget", "sluice-puller")["spec"]
+    assert pdb.get("maxUnavailable") == 1 or pdb.get("minAvailable") == 1
+    # A follower passes /v1/wake on to the leader's pod: the NetworkPolicy lets it.
+    policy = _find(objects, "NetworkPolicy", "sluice-puller")["spec"]
+    port = container["ports"][0]["containerPort"]
+
+    def reaches(peers: list[dict]) -> bool:
+        return any(
+            p.get("podSelector", {}).get("matchLabels", {}).items() <= labels.items()
+            and "podSelector" in p
+            for p in peers
+        )
+
+    assert any(
+        reaches(rule.get("from", [])) and {"port": port, "protocol": "TCP"} in rule["ports"]
+        for rule in policy["ingress"]
+    )
+    assert any(
+        reaches(rule.get("to", [])) and {"port": port, "protocol": "TCP"} in rule["ports"]
+        for rule in policy["egress"]
+    )
+
+
+def _position(env: dict[str, dict], name: str) -> int:
+    return list(env).index(name)
