@@ -49,6 +49,7 @@ class LedgerWriter:
         action = entries[0].action
         apps = [e.app for e in entries]
         signer = self.desk.signer
+        before = ledger.tip()
         try:
             ledger.record(
                 entries, signer, _message(action, apps, status_sha if name_revision else None, pr)
@@ -57,7 +58,11 @@ class LedgerWriter:
             self.desk.locks.check(repo_key(pr.repo.forge, pr.repo.full_name), apps)
             ledger.push(pr.repo.clone_url, forge.clone_auth(pr.repo), signer=signer)
         except LedgerError as exc:
+            _forget_unpushed(ledger, before)
             raise RetryableError(f"ledger: {exc}") from None
+        except RetryableError:
+            _forget_unpushed(ledger, before)
+            raise
         tip = ledger.tip()
         assert tip is not None
         self.desk.deploy_log.add([_log_record(pr, tip, app, status_sha, action) for app in apps])
@@ -70,6 +75,15 @@ class LedgerWriter:
         if not history:
             raise LedgerError(f"the ledger has no entry for {app}")
         return history[0][0]
+
+
+def _forget_unpushed(ledger: Ledger, tip: str | None) -> None:
+    """Drop a ledger commit the remote never got from the mirror's branch: the retry would
+    take it for the deploy already recorded and deploy nothing."""
+    if tip is None:
+        ledger.git.run("update-ref", "-d", ledger.ref, check=False)
+    else:
+        ledger.git.run("update-ref", ledger.ref, tip)
 
 
 def http_url(url: str) -> str | None:
