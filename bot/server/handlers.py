@@ -145,7 +145,7 @@ def build_forges(config: ServerConfig, budget: WriteBudget | None = None) -> dic
 
 def job_runner(config: ServerConfig) -> JobRunner:
     """The handlers ``sluice serve``'s job process runs (see ``bot.server.serve``)."""
-    database = open_for(config)
+    database = open_for(config, max_connections=config.workers + 2)
     mirrors = Mirrors(config.data_dir / "mirrors")
     overrides = OverrideStore(database)
     cache_dir = config.data_dir / "cache"
