@@ -77,9 +77,7 @@ def render_many(
     tree = ExportTree(root)
     results: list[RenderedApp | None] = [None] * len(apps)
     with ThreadPoolExecutor(workers, thread_name_prefix="sluice-render") as pool:
-        jobs = [
-            j for j in pool.map(lambda i: _job(engine, apps, i, tree, limits), range(len(apps)))
-        ]
+        jobs = list(pool.map(lambda i: _job(engine, apps, i, tree, limits), range(len(apps))))
         batchable: list[_Job] = []
         for job in filter(None, jobs):
             cached = cache.get(job.key, count_miss=False) if cache is not None else None
@@ -185,16 +183,18 @@ def render_batch(
         scaled = replace(limits.for_output(), max_objects=limits.max_objects * len(jobs))
         objects = load_manifests(output, "kustomize batch output", scaled)
         split = _split(objects, len(jobs))
-    except RenderError:
+    except (RenderError, OSError):
         return {}
     if split is None:
         return {}
-    engine.count_renders(len(jobs))
-    return {
+    suspects = _suspects(split)
+    rendered = {
         jobs[n].index: found
         for n, found in enumerate(split)
-        if n not in _suspects(split) and len(found) <= limits.max_objects
+        if n not in suspects and len(found) <= limits.max_objects
     }
+    engine.count_renders(len(rendered))
+    return rendered
 
 
 def _write_root(tree: ExportTree, jobs: list[_Job]) -> str:
