@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,7 +140,12 @@ def _job(
 
 def _group(jobs: list[_Job], workers: int) -> list[list[_Job]]:
     """Batches of at most MAX_BATCH apps and about MAX_BATCH_OBJECTS objects, at least one
-    per worker, one app per directory. An app too big to share is rendered alone."""
+    per worker, one app per directory. An app too big to share is rendered alone.
+
+    Apps that share input files (overlays of one base) go to different batches when there
+    is room: they often emit the same names, and a clash would send the batch back to
+    per-app renders.
+    """
     seen: set[str] = set()
     unique = []
     for job in jobs:
@@ -148,17 +153,31 @@ def _group(jobs: list[_Job], workers: int) -> list[list[_Job]]:
             seen.add(job.plan.directory)
             unique.append(job)
     total = sum(job.weight for job in unique)
-    count = max(1, workers, math.ceil(len(unique) / MAX_BATCH))
-    budget = min(MAX_BATCH_OBJECTS, math.ceil(total / count))
-    batches: list[list[_Job]] = [[]]
-    load = 0
+    count = max(workers, math.ceil(total / MAX_BATCH_OBJECTS), math.ceil(len(unique) / MAX_BATCH))
+    budget = max(1, math.ceil(total / count))
+    batches: list[_Batch] = [_Batch() for _ in range(count)]
     for job in unique:
-        if batches[-1] and (load + job.weight > budget or len(batches[-1]) >= MAX_BATCH):
-            batches.append([])
-            load = 0
-        batches[-1].append(job)
-        load += job.weight
-    return [batch for batch in batches if len(batch) > 1]
+        room = [b for b in batches if b.fits(job, budget)] or [_Batch()]
+        if room[0] not in batches:
+            batches.append(room[0])
+        disjoint = [b for b in room if not (b.inputs & job.plan.inputs)]
+        min(disjoint or room, key=lambda b: b.load).add(job)
+    return [batch.jobs for batch in batches if len(batch.jobs) > 1]
+
+
+@dataclass
+class _Batch:
+    jobs: list[_Job] = field(default_factory=list)
+    load: int = 0
+    inputs: set[str] = field(default_factory=set)
+
+    def fits(self, job: _Job, budget: int) -> bool:
+        return len(self.jobs) < MAX_BATCH and (not self.jobs or self.load + job.weight <= budget)
+
+    def add(self, job: _Job) -> None:
+        self.jobs.append(job)
+        self.load += job.weight
+        self.inputs |= job.plan.inputs
 
 
 def render_batch(
@@ -250,9 +269,9 @@ def _tokens(objects: list[K8sObject]) -> set[str]:
     found = set()
     for obj in objects:
         metadata = obj.get("metadata") or {}
-        for field in ("name", "namespace"):
-            if isinstance(metadata.get(field), str):
-                found.add(metadata[field])
+        for key in ("name", "namespace"):
+            if isinstance(metadata.get(key), str):
+                found.add(metadata[key])
     return found
 
 

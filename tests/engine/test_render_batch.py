@@ -150,9 +150,11 @@ class CountingEngine(RenderEngine):
         self.sandbox.run = counted  # type: ignore[method-assign]
 
 
-def batched(apps: list[App], root: Path, **kw) -> tuple[list[tuple[str | None, str]], int]:
+def batched(
+    apps: list[App], root: Path, workers: int = 1, **kw
+) -> tuple[list[tuple[str | None, str]], int]:
     with CountingEngine() as engine:
-        results = engine.render_many(apps, root, workers=1, **kw)
+        results = engine.render_many(apps, root, workers=workers, **kw)
         assert [r.app.name for r in results] == [a.name for a in apps]
         return [_exact(r) for r in results], engine.processes
 
@@ -283,3 +285,24 @@ def test_inputs_only_sluice_refuses_get_the_per_app_error(tmp_path: Path, text: 
         alone = [_exact(engine.render(app, tmp_path, limits=limits)) for app in apps]
     assert together == alone
     assert alone[1][0] is not None and alone[1][0].startswith("odd/cm.yaml")
+
+
+def test_overlays_of_one_base_go_to_different_batches_when_there_is_room(tmp_path: Path) -> None:
+    # Same names, namespace set only in .sluice.yaml: in one build they would clash.
+    write(tmp_path, "shared/base/kustomization.yaml", "resources: [cm.yaml]\n")
+    write(tmp_path, "shared/base/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n")
+    apps = []
+    for name in ("one", "two"):
+        write(tmp_path, f"shared/{name}/kustomization.yaml", "resources: [../base]\n")
+        apps.append(App(name=name, path=f"shared/{name}", namespace=name))
+    for name in ("a", "b"):
+        write(
+            tmp_path,
+            f"own/{name}/cm.yaml",
+            f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\n",
+        )
+        write(tmp_path, f"own/{name}/kustomization.yaml", "resources: [cm.yaml]\n")
+        apps.append(App(name=name, path=f"own/{name}"))
+    together, processes = batched(apps, tmp_path, workers=2)
+    assert together == per_app(apps, tmp_path)
+    assert processes == 2  # two batches, no clash, no per-app fallback
