@@ -224,9 +224,12 @@ def _preview_apps(
             for name in sorted(selected)
             if name in head_renders and not head_renders[name].error
         }
-        # The base too, so each violation can say whether this PR brought it.
+        # The base too, so each violation can say whether this PR brought it; an app
+        # whose render did not change shares the head's evaluation.
         on_base = {
-            name: policy.submit(base_renders[name], secret_key)
+            name: pending[name]
+            if _same_input(base_renders[name], head_renders[name])
+            else policy.submit(base_renders[name], secret_key)
             for name in pending
             if name in base_renders and not base_renders[name].error
         }
@@ -476,6 +479,12 @@ def _app_report(
     elif report.changes:
         report.status = "changed"
     return report
+
+
+def _same_input(base: RenderedApp, head: RenderedApp) -> bool:
+    """Whether policy sees the same input on both sides (same objects, same app fields)."""
+    same_app = (base.app.name, base.app.path) == (head.app.name, head.app.path)
+    return same_app and _same_render(base, head)
 
 
 def _same_render(base: RenderedApp, head: RenderedApp) -> bool:

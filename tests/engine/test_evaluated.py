@@ -84,3 +84,21 @@ def test_a_cached_base_is_not_evaluated_again(
     assert second.to_dict() == first.to_dict()  # including which violations are new
     marks = {v.new for a in first.apps if a.policy for v in a.policy.violations}
     assert marks - {None}, "violations are marked new or existing"
+
+
+def test_an_unchanged_app_is_evaluated_once(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluated: list[str] = []
+    run = _PolicyPool._run
+
+    def counted(self, objects, meta):
+        evaluated.append(meta["name"])
+        return run(self, objects, meta)
+
+    monkeypatch.setattr(_PolicyPool, "_run", counted)
+    options = PreviewOptions(cache_dir=tmp_path / "cache", all_apps=True)
+    report = run_preview(demo, "main", "main", options)  # --all of a PR that changes nothing
+    unchanged = [a.name for a in report.apps if a.status == "unchanged" and a.policy]
+    assert len(unchanged) >= 3
+    assert sorted(evaluated) == sorted(unchanged)  # once each, not once per side
