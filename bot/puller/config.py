@@ -18,6 +18,7 @@ Example::
     policy_engine: regorus            # regorus | regopy
     kube: {host: https://..., token_file: ..., ca_file: ...}   # optional
     leader_election: {lease_name: sluice-puller, namespace: sluice-system}   # optional
+    # also lease_duration_s: 15, renew_deadline_s: 10, retry_period_s: 2 (controller-runtime's)
 
 Environment: ``SLUICE_PULLER_TOKEN`` (API bearer, also sent to the bot),
 ``SLUICE_BOT_EVENTS_URL`` (where events go), ``SLUICE_GIT_USERNAME`` and
@@ -55,7 +56,9 @@ _FIELDS = frozenset(
     }
 )  # fmt: skip
 _KUBE_FIELDS = frozenset({"host", "token_file", "ca_file"})
-_ELECTION_FIELDS = frozenset({"lease_name", "namespace"})
+_ELECTION_FIELDS = frozenset(
+    {"lease_name", "namespace", "lease_duration_s", "renew_deadline_s", "retry_period_s"}
+)
 _FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
@@ -76,6 +79,10 @@ class LeaderElection:
     namespace: str
     identity: str
     advertise_url: str | None = None
+    # controller-runtime's LeaseDuration, RenewDeadline and RetryPeriod.
+    lease_duration_s: float = 15.0
+    renew_deadline_s: float = 10.0
+    retry_period_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -258,7 +265,23 @@ class _Fields:
             ),
             identity=environ.get("SLUICE_PULLER_ID") or socket.gethostname(),
             advertise_url=url,
+            **nested.lease_timings(),
         )
+
+    def lease_timings(self) -> dict[str, float]:
+        timings = {
+            "lease_duration_s": self.number("lease_duration_s", 15, minimum=1, integer=True),
+            "renew_deadline_s": self.number("renew_deadline_s", 10.0, minimum=0.1),
+            "retry_period_s": self.number("retry_period_s", 2.0, minimum=0.1),
+        }
+        if not (
+            timings["retry_period_s"] < timings["renew_deadline_s"] < timings["lease_duration_s"]
+        ):
+            raise ConfigError(
+                f"{self._where('lease_duration_s')}: need retry_period_s < renew_deadline_s"
+                " < lease_duration_s"
+            )
+        return timings
 
     def kube(self) -> KubeSettings | None:
         value = self.raw.get("kube")

@@ -65,7 +65,10 @@ def build_agent(
             name=election.lease_name,
             identity=election.identity,
             url=election.advertise_url,
-            timings=timings,
+            timings=timings
+            or LeaseTimings(
+                election.lease_duration_s, election.renew_deadline_s, election.retry_period_s
+            ),
             on_lost=on_lost or _exit_on_lost,
         )
     return PullerAgent(

@@ -57,6 +57,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -281,6 +282,7 @@ class RecordedRequest:
     status: int | None  # None when the connection was dropped or stalled
     user: str | None
     kind: str | None = None  # the resource's kind, once the request was routed
+    at: float = field(default_factory=time.monotonic)  # when it was answered
 
 
 @dataclass(frozen=True)

@@ -350,6 +350,18 @@ def test_config_errors_name_the_file_and_the_field(tmp_path: Path):
         parse_puller_config(base + "colour: red\n", {}, source="p.yaml")
     with pytest.raises(ConfigError, match="SLUICE_GIT_USERNAME and SLUICE_GIT_TOKEN"):
         parse_puller_config(base, {"SLUICE_GIT_TOKEN": "t"}, source="p.yaml")
+    with pytest.raises(ConfigError, match=r"leader_election: lease_duration_s: need retry_"):
+        parse_puller_config(
+            base + "leader_election: {lease_duration_s: 3, renew_deadline_s: 3}\n", {}, source="p"
+        )
+    election = parse_puller_config(
+        base + "leader_election: {lease_duration_s: 3, renew_deadline_s: 2, retry_period_s: .5}\n",
+        {"SLUICE_PULLER_ID": "pod-1"},
+        source="p.yaml",
+    ).leader_election
+    assert election is not None and election.identity == "pod-1"
+    assert (election.lease_duration_s, election.renew_deadline_s, election.retry_period_s) == (
+        3, 2, 0.5)  # fmt: skip
 
     path = tmp_path / "puller.yaml"
     path.write_text(base)
