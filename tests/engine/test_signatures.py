@@ -186,7 +186,8 @@ def test_mode_all_checks_every_commit_oldest_first(world, verifier):
         "expired",
         "revoked",
     ]
-    assert report.to_dict()["commits"][0] == {
+    first = report.to_dict()["commits"][0]
+    assert {k: first[k] for k in ("sha", "status", "method", "signer", "fingerprint")} == {
         "sha": world.shas["gpg_valid"],
         "status": "valid",
         "method": "gpg",
