@@ -4,7 +4,9 @@
 normalized objects of a render. :class:`PolicyResults` keeps policy results on disk,
 keyed by exactly what the engine evaluates (the masked objects, the app's name, path and
 namespace, the policy sources, package and backend), so a base render seen before (most
-pull requests share their base) is not evaluated again.
+pull requests share their base) is not evaluated again. They are stored the way renders are
+(:class:`bot.render.RenderCache`: least recently used entries go first once the directory
+holds more than ``SLUICE_RENDER_CACHE_MAX_BYTES``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.atomicfile import write_atomically
 from bot.diff import normalize
 from bot.models import K8sObject, PolicyResult, RenderedApp, Violation
+from bot.render.cache import RenderCache
 
 _FORMAT = 1
 
@@ -46,7 +48,7 @@ class PolicyResults:
     def __init__(
         self, directory: Path | None, backend: str, package: str, sources: dict[str, str]
     ) -> None:
-        self._directory = directory
+        self._store = RenderCache(directory) if directory is not None else None
         digest = hashlib.sha256(
             json.dumps([_FORMAT, backend, package, sources], sort_keys=True).encode()
         )
@@ -58,26 +60,26 @@ class PolicyResults:
         meta: dict[str, object],
         evaluate: Callable[[], PolicyResult],
     ) -> PolicyResult:
-        if self._directory is None:
+        if self._store is None:
             return evaluate()
         try:
             content = json.dumps([self._policy, meta, objects], sort_keys=True)
         except (TypeError, ValueError):
             return evaluate()  # not JSON-representable: evaluate every time
         key = hashlib.sha256(content.encode()).hexdigest()
-        path = self._directory / key[:2] / f"{key}.json"
-        try:
-            return _load(path.read_bytes())
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # absent or damaged: evaluate and overwrite
+        stored = self._store.get(key)
+        if stored is not None:
+            try:
+                return _load(stored)
+            except (ValueError, KeyError, TypeError):
+                pass  # damaged: evaluate and overwrite
         result = evaluate()
         if result.error is None:  # an engine failure may be transient
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, json.dumps(result.to_dict()).encode())
+            self._store.put(key, [result.to_dict()])
         return result
 
 
-def _load(payload: bytes) -> PolicyResult:
-    data = json.loads(payload)
+def _load(stored: list[K8sObject]) -> PolicyResult:
+    (data,) = stored
     violations = [Violation(**v) for v in data["violations"]]
     return PolicyResult(verdict=data["verdict"], violations=violations)
