@@ -17,6 +17,11 @@ back to rendering the apps one by one, so any error shown is the per-app one:
 - an app whose output mentions a name or namespace that only another app of the batch
   has (what kustomize's cross-app name-reference fix-up would produce, e.g. a reference
   to a hash-suffixed ConfigMap of another app) is rendered again on its own.
+
+A batch runs in one sandboxed child with the per-render limits, on a confined tree holding
+the union of its apps' inputs. So one app could read a file that another app of the batch
+declares and its own static walk missed; the walk accepts exact Kustomize field names only,
+which is what keeps that set empty.
 """
 
 from __future__ import annotations
