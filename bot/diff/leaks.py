@@ -20,6 +20,7 @@ import binascii
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from bot.diff.secrets import is_secret, placeholder
@@ -29,17 +30,19 @@ MIN_MASKED_CHARS = 6
 RULE = "secret_value_in_plain_object"
 
 
-def replace_all(text: str, values: Iterable[str], redact: Callable[[str], str]) -> str:
-    """Each occurrence of any of ``values`` replaced by ``redact(value)``, in one scan.
-
-    Longer values are tried first, so a value is never left half-masked by a
-    shorter one it contains.
-    """
+def values_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
+    """One pattern matching any of ``values``, longer ones first, so a value is never
+    left half-masked by a shorter one it contains; None when there is nothing to match."""
     ordered = sorted({v for v in values if v}, key=len, reverse=True)
-    if not ordered or not text:
+    return re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+
+
+def replace_all(text: str, values: Iterable[str], redact: Callable[[str], str]) -> str:
+    """Each occurrence of any of ``values`` replaced by ``redact(value)``, in one scan."""
+    if not text:
         return text
-    pattern = re.compile("|".join(re.escape(v) for v in ordered))
-    return pattern.sub(lambda match: redact(match.group(0)), text)
+    pattern = values_pattern(values)
+    return pattern.sub(lambda match: redact(match.group(0)), text) if pattern else text
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,18 @@ class SecretValues:
     def __bool__(self) -> bool:
         return bool(self.forms)
 
+    @cached_property
+    def pattern(self) -> re.Pattern[str] | None:
+        """Built once per Secret set: escaping and compiling hundreds of spellings costs
+        far more than one scan, and an object's every string is scanned."""
+        return values_pattern(self.forms)
+
     def mask(self, text: str, key: bytes) -> str:
         """``text`` with every spelling of a Secret value replaced by its fingerprint."""
-        if not self.forms or not text:
+        pattern = self.pattern
+        if pattern is None or not text:
             return text
-        return replace_all(text, self.forms, lambda form: placeholder(self.forms[form], key))
+        return pattern.sub(lambda match: placeholder(self.forms[match.group(0)], key), text)
 
     def mask_object(self, obj: Any, key: bytes) -> Any:
         """A copy of ``obj`` with Secret values masked inside every string (keys included)."""
@@ -109,7 +119,9 @@ def found_values(values: SecretValues, obj: Any) -> set[bytes]:
     """The Secret values (decoded) that occur in any string of ``obj``."""
     hits: set[bytes] = set()
     if isinstance(obj, str):
-        if values:
+        # The pattern rules most strings out in one scan; a string it matches is checked
+        # form by form, so a value inside another one's spelling is found too.
+        if values.pattern is not None and values.pattern.search(obj):
             hits |= {values.forms[form] for form in values.forms if form in obj}
     elif isinstance(obj, list):
         for item in obj:

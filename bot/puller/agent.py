@@ -69,7 +69,7 @@ class PullerAgent:
         self.store: Any = store or HistoryStore(data / "puller.db", limit=config.history_limit)
         self.reporter = reporter or EventReporter(self.store, config.events_url, config.api_token)
         self.metrics = metrics or PullerMetrics()
-        self.secret_key = load_or_create_key(data / "fingerprint.key")
+        self.secret_key = config.fingerprint_key or load_or_create_key(data / "fingerprint.key")
         self._api_probe = api_probe
         self._followers = Followers(elector, config.api_token)
         self._chain = ChainVerifier(
@@ -180,6 +180,7 @@ class PullerAgent:
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
         self._followers.stop()  # a clean stop releases the Lease
+        self._ledger.close()
 
     def run_forever(self) -> None:
         """Cycle every interval, and at once for apps that were woken, until :meth:`stop`."""

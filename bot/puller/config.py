@@ -22,7 +22,8 @@ Example::
 
 Environment: ``SLUICE_PULLER_TOKEN`` (API bearer, also sent to the bot),
 ``SLUICE_BOT_EVENTS_URL`` (where events go), ``SLUICE_GIT_USERNAME`` and
-``SLUICE_GIT_TOKEN`` (fetch credentials); with ``leader_election``, ``SLUICE_PULLER_ID``
+``SLUICE_GIT_TOKEN`` (fetch credentials), ``SLUICE_FINGERPRINT_KEY`` or
+``SLUICE_FINGERPRINT_KEY_FILE`` (the bot's Secret fingerprint key); with ``leader_election``, ``SLUICE_PULLER_ID``
 (this replica's identity, default the host name) and ``SLUICE_PULLER_ADVERTISE_URL``
 (where the other replicas reach this one's API to pass wakes on). Without a ``kube`` section the
 in-cluster service account is used, or ``KUBECONFIG`` when it is set.
@@ -44,6 +45,7 @@ import kubernetes.client
 import kubernetes.config
 
 from bot.config import ConfigError, load_yaml_text
+from bot.config.storage import StorageSettings
 from bot.deploy.ledger import DEFAULT_BRANCH
 
 POLICY_ENGINES = ("regorus", "regopy")
@@ -106,6 +108,8 @@ class PullerConfig:
     api_token: str | None = field(default=None, repr=False)
     events_url: str | None = None
     git_auth: tuple[str, str] | None = field(default=None, repr=False)
+    # The Secret fingerprint key; None: one kept in data_dir (one per replica).
+    fingerprint_key: bytes | None = field(default=None, repr=False)
     source: str = "puller config"
 
     @property
@@ -162,8 +166,16 @@ def parse_puller_config(
         api_token=environ.get("SLUICE_PULLER_TOKEN") or None,
         events_url=_events_url(environ.get("SLUICE_BOT_EVENTS_URL")),
         git_auth=_git_auth(environ),
+        fingerprint_key=_fingerprint_key(environ),
         source=source,
     )
+
+
+def _fingerprint_key(environ: Mapping[str, str]) -> bytes | None:
+    """``SLUICE_FINGERPRINT_KEY`` or ``SLUICE_FINGERPRINT_KEY_FILE``, read as the bot reads
+    them: with the bot's key every replica and the bot fingerprint a Secret alike."""
+    names = ("SLUICE_FINGERPRINT_KEY", "SLUICE_FINGERPRINT_KEY_FILE")
+    return StorageSettings.from_env({n: environ[n] for n in names if n in environ}).fingerprint_key
 
 
 @dataclass

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
 from bot.deploy.ledger import APPS_DIR, LedgerEntry, LedgerError, VerifiedLedger, verify_tip
+from bot.deploy.ledger.verify import LedgerSignatures
 from bot.gitops import Git, GitError, Mirrors
 from bot.puller.config import PullerConfig
 from bot.puller.frontier import FrontierStore
@@ -75,6 +76,7 @@ class LedgerGate:
         self._chain = chain
         self._last_ledger = last_ledger
         self._owns = owns
+        self._signatures: LedgerSignatures | None = None
 
     def open_cycle(self) -> Cycle:
         config = self.config
@@ -90,7 +92,13 @@ class LedgerGate:
             raise Refused(f"cannot fetch {config.tracked_branch} and the ledger: {exc}") from None
         try:
             bot_keys = TrustedKeys.load(config.bot_keys)
-            ledger = verify_tip(git, bot_keys, config.ledger_branch, not_before=self._last_ledger())
+            ledger = verify_tip(
+                git,
+                bot_keys,
+                config.ledger_branch,
+                not_before=self._last_ledger(),
+                signatures=self._signatures_for(bot_keys),
+            )
         except (LedgerError, TrustedKeysError, GitError) as exc:
             refused = Refused(f"ledger refused: {exc}")
             # Untrusted, but good enough to say which apps are held and why.
@@ -103,6 +111,19 @@ class LedgerGate:
             raise
         gate = repo_config(git, tracked, f"{config.tracked_branch} ({tracked[:12]})")
         return Cycle(git=git, ledger=ledger, tracked=tracked, gate=gate)
+
+    def _signatures_for(self, keys: TrustedKeys) -> LedgerSignatures:
+        """One verifier for the bot keys while they stay the same (a new one when the
+        mounted keys change), not one per app per cycle."""
+        if self._signatures is None or self._signatures.keys.trust_id != keys.trust_id:
+            self.close()
+            self._signatures = LedgerSignatures(keys)
+        return self._signatures
+
+    def close(self) -> None:
+        if self._signatures is not None:
+            self._signatures.close()
+            self._signatures = None
 
     def named_apps(self, git: Git, ledger: str) -> list[str]:
         """Owned apps with an entry in the ledger commit ``ledger``."""

@@ -480,6 +480,11 @@ def test_puller_runs_two_replicas_one_leader_with_per_pod_state(rendered):
     assert env[ip_var[1]]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert _position(env, ip_var[1]) < _position(env, "SLUICE_PULLER_ADVERTISE_URL")  # $(VAR) order
     assert int(ip_var[2]) == container["ports"][0]["containerPort"]
+    # Both replicas fingerprint Secrets with the bot's key, not one of their own.
+    key_file = env["SLUICE_FINGERPRINT_KEY_FILE"]["value"]
+    assert volumes[mounted[str(Path(key_file).parent)]]["secret"]["secretName"] == (
+        "sluice-fingerprint"
+    )
     # Leader election is on, on a Lease in the namespace the Role grants.
     config = yaml.safe_load(
         _find(objects, "ConfigMap", "sluice-puller-config")["data"]["puller.yaml"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from kubernetes import client
 
 from bot.cli import main
 from bot.config import ConfigError
+from bot.deploy.ledger import verify as ledger_verify
 from bot.puller.config import load_puller_config, parse_puller_config
 from tests import gpgkit
 from tests.pullerkit import SECRET_VALUE, TOKEN, Keys, World, manifests, world
@@ -123,6 +125,40 @@ def test_a_ledger_signed_by_an_untrusted_key_applies_nothing(w: World, keys: Key
 
     _assert_nothing_applied(w, agent, "not signed by a trusted bot key")
     assert agent.readiness()  # the ledger is not usable: not ready
+
+
+def test_a_cycle_checks_every_ledger_entry_with_one_verifier_until_the_bot_keys_change(
+    keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    built: list[object] = []
+    real = ledger_verify.SignatureVerifier
+
+    def counting(*args: object, **kwargs: object) -> object:
+        built.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger_verify, "SignatureVerifier", counting)
+    bot_keys = tmp_path / "mounted-bot-keys"
+    shutil.copytree(keys.bot_keys, bot_keys)
+    apps = ("web", "web-a", "web-b")
+    with world(tmp_path, keys, apps=apps) as w:
+        for app in apps:  # one ledger commit per app: each entry's writer is checked
+            w.record(w.anchor, app=app)
+        agent = w.agent(bot_keys=str(bot_keys))
+        assert agent.run_cycle()
+        assert {app: agent.status(app)["revision"] for app in apps} == dict.fromkeys(apps, w.anchor)
+        assert len(built) == 1
+        assert agent.run_cycle() and len(built) == 1  # the same trust set: the same verifier
+
+        # The bot key is taken out of the mounted set: the next cycle trusts it no more.
+        (bot_keys / "bot.asc").unlink()
+        files = manifests(greeting="after")
+        w.record(w.commit(files, "after"))
+        assert agent.run_cycle() is False
+        assert len(built) == 2
+        assert "not signed by a trusted bot key" in agent.status("web")["message"]
+        assert w.live("ConfigMap", "web-config")["data"] == {"greeting": "hello"}
+        agent.stop()
 
 
 def test_an_unsigned_ledger_commit_on_a_trusted_one_applies_nothing(w: World):
@@ -331,6 +367,23 @@ def test_events_the_bot_missed_are_sent_on_a_later_cycle(w: World):
 
 
 # --- config and CLI
+
+
+def test_replicas_given_the_fingerprint_key_fingerprint_secrets_alike(w: World, tmp_path: Path):
+    own = [w.agent(data_dir=str(tmp_path / f"own-{n}")).secret_key for n in "ab"]
+    assert own[0] != own[1]  # without it each replica makes its own key
+
+    key_file = tmp_path / "fingerprint-key"
+    key_file.write_text("5e" * 32 + "\n")
+    w.environ = {"SLUICE_FINGERPRINT_KEY_FILE": str(key_file)}
+    shared = [w.agent(data_dir=str(tmp_path / f"shared-{n}")).secret_key for n in "ab"]
+    assert shared == [bytes.fromhex("5e" * 32)] * 2
+    assert not (tmp_path / "shared-a" / "fingerprint.key").exists()
+
+    key_file.write_text("not-a-key-but-a-secret")
+    with pytest.raises(ConfigError, match="fingerprint-key must hold a 32-byte key") as error:
+        w.config()
+    assert "not-a-key-but-a-secret" not in str(error.value)
 
 
 def test_config_errors_name_the_file_and_the_field(tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from bot.config.signing import DEFAULT_LEDGER_BRANCH as DEFAULT_BRANCH
@@ -22,6 +23,7 @@ class VerifiedLedger:
     tip: str
     check: CommitCheck
     keys: TrustedKeys = field(repr=False)
+    signatures: LedgerSignatures | None = field(default=None, repr=False, compare=False)
 
     def entry(self, app: str) -> LedgerEntry | None:
         return read_entry(self.git, self.tip, app)
@@ -48,7 +50,12 @@ class VerifiedLedger:
         writer = self.git.run("log", "-1", "--format=%H", self.tip, "--", entry.path)
         writer_sha = writer.decode().strip()
         if writer_sha != self.tip:
-            _require_trusted(self.git, self.keys, writer_sha, f"ledger entry for {app!r}")
+            what = f"ledger entry for {app!r}"
+            if self.signatures is not None:
+                self.signatures.require(self.git, writer_sha, what)
+            else:
+                with closing(LedgerSignatures(self.keys)) as signatures:
+                    signatures.require(self.git, writer_sha, what)
         if self.git.run("cat-file", "-t", entry.revision, check=False).strip() != b"commit":
             raise LedgerError(
                 f"app {app!r}: approved revision {entry.revision[:12]} is not in the repository"
@@ -71,11 +78,14 @@ def verify_tip(
     branch: str = DEFAULT_BRANCH,
     *,
     not_before: str | None = None,
+    signatures: LedgerSignatures | None = None,
 ) -> VerifiedLedger:
     """Check that the ledger tip is signed by a trusted bot key.
 
     With ``not_before`` (the last ledger commit the caller acted on) the tip must
     descend from it, so a ledger rewound to an older signed commit is refused.
+    ``signatures`` (for ``trusted``) is reused for the tip and, through the result,
+    for every entry checked; without it each check builds its own verifier.
     """
     ledger = Ledger(git, branch)
     tip = ledger.tip()
@@ -86,16 +96,44 @@ def verify_tip(
             f"ledger branch {branch} at {tip[:12]} does not descend from {not_before[:12]}, "
             "the last ledger commit acted on: it was rewound or rewritten"
         )
-    check = _require_trusted(git, trusted, tip, f"ledger tip of {branch}")
-    return VerifiedLedger(git=git, branch=branch, tip=tip, check=check, keys=trusted)
+    if signatures is not None and signatures.keys.trust_id != trusted.trust_id:
+        raise ValueError("verify_tip: the signatures given check another trust set")
+    if signatures is None:
+        with closing(LedgerSignatures(trusted)) as own:
+            check = own.require(git, tip, f"ledger tip of {branch}")
+    else:
+        check = signatures.require(git, tip, f"ledger tip of {branch}")
+    return VerifiedLedger(
+        git=git, branch=branch, tip=tip, check=check, keys=trusted, signatures=signatures
+    )
 
 
-def _require_trusted(git: Git, keys: TrustedKeys, sha: str, what: str) -> CommitCheck:
-    with SignatureVerifier(keys) as verifier:
-        check = verifier.check_commit(git, sha)
-    if check.status != "valid":
-        detail = f": {check.detail}" if check.detail else ""
-        raise LedgerError(
-            f"{what} ({sha[:12]}) is {check.status}, not signed by a trusted bot key{detail}"
-        )
-    return check
+class LedgerSignatures:
+    """Checks ledger commits against one trust set with one verifier, built on first use.
+
+    Building a verifier imports every trusted key into a fresh gpg home, which costs
+    more than checking a signature: a caller that checks many entries (the puller, once
+    per app every cycle) keeps one of these for as long as the trust set stays the same,
+    and verdicts are remembered by commit SHA meanwhile.
+    """
+
+    def __init__(self, keys: TrustedKeys) -> None:
+        self.keys = keys
+        self._verifier: SignatureVerifier | None = None
+
+    def require(self, git: Git, sha: str, what: str) -> CommitCheck:
+        """The check of ``sha`` if a trusted bot key signed it, else :class:`LedgerError`."""
+        if self._verifier is None:
+            self._verifier = SignatureVerifier(self.keys)
+        check = self._verifier.check_commit(git, sha)
+        if check.status != "valid":
+            detail = f": {check.detail}" if check.detail else ""
+            raise LedgerError(
+                f"{what} ({sha[:12]}) is {check.status}, not signed by a trusted bot key{detail}"
+            )
+        return check
+
+    def close(self) -> None:
+        if self._verifier is not None:
+            self._verifier.close()
+            self._verifier = None
