@@ -22,6 +22,7 @@ import requests
 from werkzeug.serving import make_server
 
 from bot.puller import PullerAgent, build_agent, create_puller_app
+from bot.puller import agent as agent_module
 from bot.puller.leader import LeaseTimings
 from tests.emulators.kube import WRITE_VERBS
 from tests.pullerkit import TOKEN, World, manifests
@@ -201,3 +202,33 @@ def test_the_follower_takes_over_a_killed_leader_mid_apply_and_converges(w: Worl
 
 def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_a_replica_restarted_as_a_follower_sends_what_its_outbox_still_holds(
+    w: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A leader that loses the Lease exits; its container restarts with the same data dir
+    (an emptyDir outlives a container restart) while the other replica leads."""
+    monkeypatch.setattr(agent_module, "FOLLOWER_FLUSH_S", 0.2)
+    w.emu.add_namespace("sluice-system")
+    w.record(w.anchor)
+    w.receiver.fail_next = 10**6  # the bot is down while a deploys
+    with replica(w, tmp_path, "a") as a:
+        wait_for("a to deploy", synced(a.agent, w.anchor))
+        pending = a.agent.reporter.store.pending_events()
+        assert [event["type"] for _, event in pending] == ["deploy"]
+    writes_while_leading = writes_by(w, "puller-a")
+    with replica(w, tmp_path, "b") as b:
+        wait_for("b to lead", b.leads, timeout=TIMINGS.lease_s + 3)
+        with replica(w, tmp_path, "a") as restarted:
+            time.sleep(TIMINGS.lease_s)
+            assert not restarted.leads()
+            w.receiver.fail_next = 0  # the bot is back
+
+            deployed = wait_for("a's deploy event", lambda: w.receiver.of_type("deploy"))
+            assert deployed[0]["result"]["revision"] == w.anchor
+            assert deployed[0]["result"]["result"] == "succeeded"
+            wait_for(
+                "a's outbox to empty", lambda: not restarted.agent.reporter.store.pending_events()
+            )
+            assert writes_by(w, restarted.user) == writes_while_leading  # a follower writes nothing
