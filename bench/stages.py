@@ -33,8 +33,8 @@ TARGETS = (
     ("bot.render.batch", "render_batch", "render"),
     ("bot.evaluated.NormalizedRenders", "of", "normalize"),
     ("bot.evaluated.PolicyResults", "get_or_evaluate", "policy"),
-    ("bot.preview", "diff_objects", "diff"),
-    ("bot.preview._PolicyPool", "_evaluate", "policy"),
+    ("bot.app_report", "diff_objects", "diff"),
+    ("bot.app_report.PolicyPool", "_evaluate", "policy"),
     ("bot.preview", "guard_app_report", "leak guard"),
     ("bot.preview", "_check_signatures", "signatures"),
 )

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.app_report import PolicyPool
 from bot.evaluated import NormalizedRenders, PolicyResults
 from bot.models import App, PolicyResult, RenderedApp, Violation
-from bot.preview import PreviewOptions, _PolicyPool, run_preview
+from bot.preview import PreviewOptions, run_preview
 
 ROOT = Path(__file__).resolve().parents[2]
 CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}
@@ -68,13 +69,13 @@ def test_a_cached_base_is_not_evaluated_again(
     demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     evaluated: list[str] = []
-    run = _PolicyPool._run
+    run = PolicyPool._run
 
     def counted(self, objects, meta):
         evaluated.append(meta["name"])
         return run(self, objects, meta)
 
-    monkeypatch.setattr(_PolicyPool, "_run", counted)
+    monkeypatch.setattr(PolicyPool, "_run", counted)
     options = PreviewOptions(cache_dir=tmp_path / "cache")
     first = run_preview(demo, "main", "feature", options)
     assert evaluated, "the first preview evaluates policy"
@@ -90,13 +91,13 @@ def test_an_unchanged_app_is_evaluated_once(
     demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     evaluated: list[str] = []
-    run = _PolicyPool._run
+    run = PolicyPool._run
 
     def counted(self, objects, meta):
         evaluated.append(meta["name"])
         return run(self, objects, meta)
 
-    monkeypatch.setattr(_PolicyPool, "_run", counted)
+    monkeypatch.setattr(PolicyPool, "_run", counted)
     options = PreviewOptions(cache_dir=tmp_path / "cache", all_apps=True)
     report = run_preview(demo, "main", "main", options)  # --all of a PR that changes nothing
     unchanged = [a.name for a in report.apps if a.status == "unchanged" and a.policy]
