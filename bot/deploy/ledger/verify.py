@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from contextlib import closing
 from dataclasses import dataclass, field
 
@@ -120,11 +121,14 @@ class LedgerSignatures:
     def __init__(self, keys: TrustedKeys) -> None:
         self.keys = keys
         self._verifier: SignatureVerifier | None = None
+        self._finalizer: weakref.finalize[[], None] | None = None
 
     def require(self, git: Git, sha: str, what: str) -> CommitCheck:
         """The check of ``sha`` if a trusted bot key signed it, else :class:`LedgerError`."""
         if self._verifier is None:
             self._verifier = SignatureVerifier(self.keys)
+            # An owner dropped without close() (a test's agent) still removes the gpg home.
+            self._finalizer = weakref.finalize(self, self._verifier.close)
         check = self._verifier.check_commit(git, sha)
         if check.status != "valid":
             detail = f": {check.detail}" if check.detail else ""
@@ -135,5 +139,6 @@ class LedgerSignatures:
 
     def close(self) -> None:
         if self._verifier is not None:
-            self._verifier.close()
+            assert self._finalizer is not None
+            self._finalizer()  # closes the verifier, once
             self._verifier = None
