@@ -321,8 +321,11 @@ def _read_capped(path: Path, cap: int) -> bytes:
 
 
 def memory_error(stderr: bytes) -> bool:
-    """Whether a child's stderr says it ran out of memory (Go runtime or Python)."""
-    text = stderr[-4096:]
+    """Whether a child's stderr says it ran out of memory (Go runtime or Python).
+
+    Go puts its fatal error first and a long goroutine dump after it; Python puts
+    ``MemoryError`` last: look at both ends."""
+    text = stderr[:4096] + b"\n" + stderr[-4096:]
     return (
         b"out of memory" in text
         or b"cannot allocate memory" in text

@@ -32,7 +32,7 @@ from bot.render import RenderEngine, RenderLimits, affected_apps, render_apps
 from bot.render.globs import Glob
 from bot.render.kustomize import find_kubectl, run_kustomize
 from bot.render.limits import PreviewBudget
-from bot.render.sandbox import PROXY_ONLY, ChildLimits, Sandbox
+from bot.render.sandbox import PROXY_ONLY, ChildLimits, Sandbox, memory_error
 from bot.render.slots import RenderSlots
 from bot.render.tree import ExportTree
 
@@ -262,6 +262,14 @@ def test_kustomize_diamond_is_stopped_by_the_memory_limit(tmp_path: Path) -> Non
     assert result.error is not None
     assert "out of memory" in result.error or "over the" in result.error, result.error
     assert time.monotonic() - started < 60
+
+
+def test_out_of_memory_is_recognised_before_a_long_goroutine_dump() -> None:
+    """Go prints its fatal error first, then every goroutine's stack."""
+    dump = b"goroutine 1 [running]:\nruntime.throw(...)\n" * 2000
+    assert memory_error(b"fatal error: runtime: cannot allocate memory\n" + dump)
+    assert memory_error(b"Traceback ...\n" + dump + b"MemoryError\n")
+    assert not memory_error(b"Error: accumulating resources: no such file\n" + dump)
 
 
 def test_kustomize_render_is_killed_at_the_wall_clock(tmp_path: Path) -> None:
