@@ -41,6 +41,8 @@ def browser_or_skip():
         print("SKIP reason: the playwright package is not installed (pip install -e '.[dev]')")
         pytest.skip("playwright is not installed")
     if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no browser at {CHROMIUM}: CI must run the report page's browser tests")
         print(f"SKIP reason: no browser at {CHROMIUM} (apt-get install -y chromium; .ci/run does)")
         pytest.skip(f"no Chromium at {CHROMIUM}")
     return sync_playwright
