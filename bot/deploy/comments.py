@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bot.deploy.puller_client import LastResult
 from bot.forge.base import Comment, Forge, PullRequest, StatusState
 from bot.report.escape import code, code_block, html_code, html_text, one_line, text, truncate
-from bot.report.words import counts, object_name, plural
+from bot.report.words import counts, made_line, object_name, plural
 
 MAX_DRIFT_COMMENT_CHARS = 60_000
+MAX_LISTED_FAILURES = 10
 DEPLOY_MARKER = "<!-- sluice:deploy {sha} -->"
-_UPDATED = re.compile(r"\n\n<sub>updated [^<]*</sub>$")
+_UPDATED = re.compile(r"\n\n<sub>(?:made|updated) [^<]*</sub>$")
 
 
 def upsert_deploy_comment(
@@ -26,11 +27,12 @@ def upsert_deploy_comment(
     """One deploy comment per merged (or synced) ``sha``: created once, then edited in
     place as the puller progresses. Found again by its hidden marker."""
     marker = DEPLOY_MARKER.format(sha=sha)
-    full = f"{marker}\n{body}\n\n<sub>updated {now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC</sub>"
     existing = _find(forge, pr, marker, bot_login)
+    stamp = made_line(now, "made" if existing is None else "updated")
+    full = f"{marker}\n{body}\n\n{stamp}"
     if existing is None:
         forge.create_comment(pr, full)
-    elif existing.body != full:
+    elif _UPDATED.sub("", existing.body) != _UPDATED.sub("", full):
         forge.edit_comment(pr, existing.id, full)
 
 
@@ -78,8 +80,28 @@ def comment_notes(notes: list[str]) -> list[str]:
     return ["", *notes] if notes else []
 
 
-def held_comment(sha: str, notes: list[str]) -> str:
-    return "\n".join([f"### ⏸️ Sluice did not deploy {code(sha[:12])}", "", *notes])
+def stamped(lines: list[str], now: datetime) -> str:
+    """A comment's lines with the line saying when it was made at its end."""
+    return "\n".join([*lines, "", made_line(now)])
+
+
+def held_comment(sha: str, notes: list[str], now: datetime) -> str:
+    return stamped([f"### ⏸️ Sluice did not deploy {code(sha[:12])}", "", *notes], now)
+
+
+def refusal_comment(sha: str, failures: list[str], apps: list[str], now: datetime) -> str:
+    """Gates failed at the merge commit: nothing was written to the ledger."""
+    lines = [
+        f"### ⛔ Sluice did not deploy {code(sha[:12])}",
+        "",
+        "No ledger entry was written: these gates failed at the merge commit.",
+        "",
+        *[f"- {line}" for line in failures[:MAX_LISTED_FAILURES]],
+    ]
+    if len(failures) > MAX_LISTED_FAILURES:
+        lines.append(f"- … and {len(failures) - MAX_LISTED_FAILURES} more")
+    lines += ["", "Apps not deployed: " + ", ".join(code(a) for a in apps)]
+    return stamped(lines, now)
 
 
 def changed_anything(result: LastResult) -> bool:
@@ -166,7 +188,12 @@ def with_row(body: str, o: Outcome) -> str | None:
     return None
 
 
-def drift_comment(app: str, revision: str, drift: list[dict[str, Any]]) -> str:
+def drift_gone_comment(app: str, revision: str, now: datetime) -> str:
+    return stamped([f"### ✅ Drift on {code(app)} is gone", "",
+                    f"The cluster matches {code(revision[:12])} again."], now)  # fmt: skip
+
+
+def drift_comment(app: str, revision: str, drift: list[dict[str, Any]], now: datetime) -> str:
     lines = [
         f"### ⚠️ Drift on {code(app)}",
         "",
@@ -188,4 +215,4 @@ def drift_comment(app: str, revision: str, drift: list[dict[str, Any]]) -> str:
             break
         budget -= len(part)
         lines.append(part)
-    return "\n".join(lines)
+    return stamped(lines, now)

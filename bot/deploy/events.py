@@ -14,6 +14,7 @@ from bot.deploy.comments import (
     changed_anything,
     deploy_comment,
     drift_comment,
+    drift_gone_comment,
     outcome_description,
     update_deploy_row,
 )
@@ -112,10 +113,9 @@ class PullerEvents:
             self.desk.status(forge, repo, record.status_sha, app, "success",
                              f"no drift: the cluster matches {revision[:12]}")  # fmt: skip
             if pr is not None:
-                forge.create_comment(pr, f"### ✅ Drift on {code(app)} is gone\n\nThe cluster "
-                                     f"matches {code(revision[:12])} again.")  # fmt: skip
+                forge.create_comment(pr, drift_gone_comment(app, revision, self.desk.clock()))
             return
         self.desk.status(forge, repo, record.status_sha, app, "failure",
                          f"drift: {len(drift)} objects differ from {revision[:12]}")  # fmt: skip
         if pr is not None:
-            forge.create_comment(pr, drift_comment(app, revision, drift))
+            forge.create_comment(pr, drift_comment(app, revision, drift, self.desk.clock()))

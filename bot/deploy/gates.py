@@ -23,6 +23,7 @@ from typing import Any
 
 from bot.config import REPO_CONFIG_FILE, ConfigError, RepoConfig, parse_repo_config
 from bot.config.server import RepoSettings
+from bot.deploy.comments import refusal_comment
 from bot.deploy.desk import DeployDesk
 from bot.deploy.overrides import apply_override, pr_key, violations_fingerprint
 from bot.errors import RetryableError
@@ -32,8 +33,6 @@ from bot.models import Report, overall_verdict
 from bot.preview import PreviewError, PreviewOptions, run_preview
 from bot.report.escape import code, text
 from bot.signatures import SignatureVerifier, TrustedKeys
-
-MAX_LISTED_FAILURES = 10
 
 
 @dataclass
@@ -156,17 +155,9 @@ class Gates:
         for app in gates.apps:
             self.desk.status(forge, pr.repo, sha, app, "failure",
                              f"not deployed: {first} gate failed")  # fmt: skip
-        lines = [
-            f"### ⛔ Sluice did not deploy {code(sha[:12])}",
-            "",
-            "No ledger entry was written: these gates failed at the merge commit.",
-            "",
-            *[f"- {line}" for line in gates.failures[:MAX_LISTED_FAILURES]],
-        ]
-        if len(gates.failures) > MAX_LISTED_FAILURES:
-            lines.append(f"- … and {len(gates.failures) - MAX_LISTED_FAILURES} more")
-        lines += ["", "Apps not deployed: " + ", ".join(code(a) for a in gates.apps)]
-        forge.create_comment(pr, "\n".join(lines))
+        forge.create_comment(
+            pr, refusal_comment(sha, gates.failures, gates.apps, self.desk.clock())
+        )
 
 
 def gate_config(git: Git, rev: str) -> RepoConfig:

@@ -119,7 +119,7 @@ class MergePromotion:
                 deploy.append(app)
         if not deploy and not done:
             if notes:
-                forge.create_comment(pr, held_comment(merge, notes))
+                forge.create_comment(pr, held_comment(merge, notes, desk.clock()))
             return
         if deploy:
             entries = [

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.config.server import RepoSettings
-from bot.deploy.comments import deploy_comment, outcomes_line
+from bot.deploy.comments import MAX_LISTED_FAILURES, deploy_comment, outcomes_line
 from bot.deploy.desk import DeployDesk, names
 from bot.deploy.follow import PullerFollower, ResultPicker
-from bot.deploy.gates import MAX_LISTED_FAILURES, Gates, gate_config
+from bot.deploy.gates import Gates, gate_config
 from bot.deploy.ledger import LedgerEntry
 from bot.deploy.ledger_writer import LedgerWriter, http_url
 from bot.deploy.pins import repo_key

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC
 
 from bot.models import Report
 from bot.report import fit
@@ -32,7 +31,7 @@ from bot.report.state import (
     render_errors,
     violations,
 )
-from bot.report.words import change_counts, plural, short_sha
+from bot.report.words import change_counts, plural, short_sha, utc_time
 
 MARKER = "<!-- sluice:report -->"
 _FOOTER_HEAD = re.compile(r"made (?:[^`<]* )?for `([0-9a-f]{7,40})`</sub>")
@@ -177,7 +176,7 @@ def _footer(report: Report, ctx: CommentContext) -> str:
         bits.append(f"📄 [Full report]({ctx.report_url}) (every diff, the JSON)")
     made = f"for {code(short_sha(report.head))}"
     if ctx.made_at is not None:
-        made = f"{ctx.made_at.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')} {made}"
+        made = f"{utc_time(ctx.made_at)} {made}"
     bits.append(f"made {made}")
     return "<sub>" + " · ".join(bits) + "</sub>\n"
 

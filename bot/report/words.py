@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from bot.models import ObjectChange, Violation
 
@@ -52,3 +53,13 @@ def join_words(words: list[str]) -> str:
 def short_sha(ref: str) -> str:
     is_sha = len(ref) >= 7 and all(c in "0123456789abcdef" for c in ref.lower())
     return ref[:7] if is_sha else ref
+
+
+def utc_time(when: datetime) -> str:
+    """``"2026-12-05 21:10:00 UTC"``: how every comment says when it was made."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def made_line(when: datetime, verb: str = "made") -> str:
+    """The small last line of a comment: ``<sub>made 2026-12-05 21:10:00 UTC</sub>``."""
+    return f"<sub>{verb} {utc_time(when)}</sub>"

@@ -42,7 +42,7 @@ def test_a_late_puller_result_edits_the_merge_comment_instead_of_adding_one():
         )
         (first,) = [c for c in forge.list_comments(pr)]
         assert "| `web` | ⏳ timed out waiting for the puller |" in first.body
-        assert first.body.rstrip().endswith("<sub>updated 2026-12-05 21:00:00 UTC</sub>")
+        assert first.body.rstrip().endswith("<sub>made 2026-12-05 21:00:00 UTC</sub>")
 
         late = Outcome("web", result("image pull backoff @acme/x", ok=False), "Degraded")
         update_deploy_row(forge, pr, MERGE, late, "sluice-bot", T1, fallback="unused")

@@ -13,7 +13,14 @@ import pytest
 
 from bot.commands.authz import CommandRule, CommandRules
 from bot.commands.help import help_text, unknown_command_reply
-from bot.deploy.comments import Outcome, deploy_comment, drift_comment
+from bot.deploy.comments import (
+    Outcome,
+    deploy_comment,
+    drift_comment,
+    drift_gone_comment,
+    held_comment,
+    refusal_comment,
+)
 from bot.deploy.puller_client import LastResult
 from bot.forge.base import Permission
 from bot.models import PolicyResult, SignatureReport, Violation
@@ -112,7 +119,22 @@ def deploy():
 def drift():
     items = [{"kind": "Deployment", "namespace": "web-staging", "name": "web", "action": "update",
               "diff": "@@ -1 +1 @@\n-replicas: 2\n+replicas: 5\n"}]  # fmt: skip
-    return drift_comment("web-staging", "b" * 40, items)
+    return drift_comment("web-staging", "b" * 40, items, MADE)
+
+
+def drift_gone():
+    return drift_gone_comment("web-staging", "b" * 40, MADE)
+
+
+def held():
+    return held_comment(
+        "c" * 40, ["`web` is pinned by /rollback: this merge is not deployed."], MADE
+    )
+
+
+def refusal():
+    failures = [f"policy: {code(f'app-{i}')}: 1 unapproved deny violation" for i in range(12)]
+    return refusal_comment("d" * 40, failures, ["app-0", "app-1"], MADE)
 
 
 CASES = {
@@ -127,6 +149,9 @@ CASES = {
     "reply-unknown-command": unknown_reply,
     "deploy": deploy,
     "drift": drift,
+    "drift-gone": drift_gone,
+    "held": held,
+    "gate-refusal": refusal,
 }
 
 

@@ -4,6 +4,8 @@ closed early."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from bot.commands.help import unknown_command_reply
@@ -93,7 +95,7 @@ def test_deploy_hold_drift_and_live_comments_are_inert(s):
         health=s[:50], updated=1, message=s,
     )  # fmt: skip
     check_inert(deploy_comment("### Deploy", "", [Outcome(s[:100], result)], [text(s)]))
-    check_inert(held_comment("e" * 40, [text(s)]))
+    check_inert(held_comment("e" * 40, [text(s)], datetime(2026, 12, 5, tzinfo=UTC)))
     check_inert(
         reply("dana", f"`/sync`: {outcomes_line([Outcome(s[:100], result)])}"), addressee="dana"
     )
@@ -108,6 +110,6 @@ def test_deploy_hold_drift_and_live_comments_are_inert(s):
             "diff": f"-{s}\n+{s}\n",
         }
     ]
-    check_inert(drift_comment(s[:100], "f" * 40, drift))
+    check_inert(drift_comment(s[:100], "f" * 40, drift, datetime(2026, 12, 5, tzinfo=UTC)))
     change = ObjectChange("update", "v1", s[:100], s[:100], s[:100], f"@@\n-{s}\n")
     check_inert(render_live_section([LiveDiff(s[:100], (change,), None), LiveDiff("x", (), s)]))
