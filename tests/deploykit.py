@@ -401,11 +401,15 @@ class DeployStack:
             if c.author == BOT and MARKER not in c.body
         ]
 
-    def wait_comment(self, number: int, *needles: str, timeout: float = 60) -> str:
-        """The first bot comment on ``number`` (the report aside) holding every needle."""
+    def wait_comment(
+        self, number: int, *needles: str, timeout: float = 60, absent: str | None = None
+    ) -> str:
+        """The first bot comment on ``number`` (the report aside) holding every needle
+        (and not ``absent``)."""
 
         def find() -> str | None:
-            found = (b for b in self.bot_comments(number) if all(n in b for n in needles))
+            found = (b for b in self.bot_comments(number) if all(n in b for n in needles)
+                     and not (absent and absent in b))  # fmt: skip
             return next(found, None)
 
         return wait_for(find, timeout, f"a bot comment on #{number} with {needles!r}", 0.1)
@@ -572,11 +576,15 @@ class GitLabDeployStack:
             n.body for n in self.gl.notes(mr) if n.author.username == BOT and MARKER not in n.body
         ]
 
-    def wait_note(self, mr: glemu.MergeRequest, *needles: str, timeout: float = 60) -> str:
-        """The first bot note on ``mr`` (the report aside) holding every needle."""
+    def wait_note(
+        self, mr: glemu.MergeRequest, *needles: str, timeout: float = 60, absent: str | None = None
+    ) -> str:
+        """The first bot note on ``mr`` (the report aside) holding every needle (and not
+        ``absent``)."""
 
         def find() -> str | None:
-            found = (b for b in self.bot_notes(mr) if all(n in b for n in needles))
+            found = (b for b in self.bot_notes(mr) if all(n in b for n in needles)
+                     and not (absent and absent in b))  # fmt: skip
             return next(found, None)
 
         return wait_for(find, timeout, f"a bot note on !{mr.iid} with {needles!r}", 0.1)

@@ -17,6 +17,8 @@ from bot.report.words import counts, made_line, object_name, plural
 
 MAX_DRIFT_COMMENT_CHARS = 60_000
 MAX_LISTED_FAILURES = 10
+#: How an app's row reads from the wake-up until the puller reports.
+DEPLOYING = "⏳ deploying"
 DEPLOY_MARKER = "<!-- sluice:deploy {sha} -->"
 _UPDATED = re.compile(r"\n\n<sub>(?:made|updated) [^<]*</sub>$")
 
@@ -66,9 +68,13 @@ class Outcome:
     result: LastResult | None
     health: str = "Unknown"
     problem: str = ""
+    #: The revision the puller was woken for and is deploying now (no result yet).
+    deploying: str = ""
 
     @property
     def state(self) -> StatusState:
+        if self.deploying:
+            return "pending"
         if self.result is None:
             return "pending" if "timed out" in self.problem else "error"
         if not self.result.succeeded or self.result.health == "Degraded":
@@ -164,6 +170,10 @@ def deploy_comment(title: str, where: str, outcomes: list[Outcome], notes: list[
 def outcome_row(o: Outcome) -> str:
     """One app's row of the deploy table; its first cell identifies it (see :func:`with_row`)."""
     r = o.result
+    if o.deploying:
+        return (
+            f"| {code(o.app, in_table=True)} | {DEPLOYING} {code(o.deploying[:12])} | – | – | – |"
+        )
     if r is None:
         return f"| {code(o.app, in_table=True)} | ⏳ {text(o.problem)} | – | – | – |"
     icon = "✅" if o.state == "success" else "❌"

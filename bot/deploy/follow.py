@@ -85,7 +85,21 @@ class PullerFollower:
             desk.status(forge, pr.repo, status_sha, app, "pending",
                         f"approved{' in ledger ' + ledger_commit[:12] if ledger_commit else ''}; "
                         "the puller is deploying")  # fmt: skip
-        outcomes = [self._follow_one(app, result_for(app)) for app in apps]
+        login = desk.bot_login(forge) if post else ""
+
+        def show(outcomes: list[Outcome]) -> None:
+            # The merge's one comment: every app "deploying" once the puller is woken,
+            # then edited in place as each result comes in.
+            rest = [Outcome(app, None, deploying=status_sha) for app in apps[len(outcomes) :]]
+            body = deploy_comment(title, where, [*outcomes, *rest], notes)
+            upsert_deploy_comment(forge, pr, status_sha, body, login, desk.clock())
+
+        refused = {app: self._wake(app) for app in apps}
+        outcomes: list[Outcome] = []
+        for app in apps:
+            if post:
+                show(outcomes)
+            outcomes.append(refused[app] or self._wait(app, result_for(app)))
         for outcome in outcomes:
             desk.status(forge, pr.repo, status_sha, outcome.app, outcome.state,
                         outcome_description(outcome))  # fmt: skip
@@ -94,8 +108,7 @@ class PullerFollower:
                 if record is not None:
                     desk.deploy_log.mark_reported(record.id)
         if post:
-            upsert_deploy_comment(forge, pr, status_sha, deploy_comment(title, where, outcomes, notes),
-                                  desk.bot_login(forge), desk.clock())  # fmt: skip
+            show(outcomes)
         return outcomes
 
     def last_result(self, app: str) -> LastResult | None:
@@ -107,12 +120,20 @@ class PullerFollower:
             return None
         return status.last_result if status else None
 
-    def _follow_one(self, app: str, result: ResultPicker) -> Outcome:
-        """Wake the puller for ``app`` and wait until ``result`` picks what it awaits."""
+    def _wake(self, app: str) -> Outcome | None:
+        """Wake the puller for ``app``; the outcome when it could not be woken."""
+        assert self.desk.puller is not None
+        try:
+            self.desk.puller.wake(app)
+        except PullerError as exc:
+            return Outcome(app, None, problem=str(exc))
+        return None
+
+    def _wait(self, app: str, result: ResultPicker) -> Outcome:
+        """Wait until ``result`` picks, from ``app``'s status, what it awaits."""
         puller = self.desk.puller
         assert puller is not None
         try:
-            puller.wake(app)
             status = puller.follow(
                 app, lambda s: result(s) is not None, timeout_s=self.desk.follow_timeout_s,
                 poll_s=self.desk.poll_s,

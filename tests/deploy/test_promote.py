@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +32,7 @@ from werkzeug.serving import make_server
 from bot.config import ConfigError
 from bot.config.server import RepoSettings, ServerConfig
 from bot.deploy import DeployLog, PinStore, Promoter
+from bot.deploy.comments import DEPLOYING
 from bot.deploy.ledger import BotSigner, Ledger, SigningConfig, verify_tip
 from bot.deploy.overrides import OverrideStore, pr_key, violations_fingerprint
 from bot.deploy.puller_client import PullerClient
@@ -180,6 +181,7 @@ class PullerDouble:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     canned: dict[str, Any] = field(default_factory=dict)  # overrides for the next results
     lock: threading.Lock = field(default_factory=threading.Lock)
+    on_status: Callable[[str], None] | None = None  # called as an app's status is asked for
 
     def wake(self, app: str) -> None:
         tip = _git_out(self.bare, "rev-parse", "--verify", "--quiet", "refs/heads/sluice/ledger")
@@ -269,6 +271,8 @@ def puller_double(tmp_path: Path) -> Iterator[tuple[PullerDouble, str]]:
             if app not in ("web", "worker", "staging"):
                 self._send(404, {"error": f"no app {app}"})
                 return
+            if double.on_status is not None:
+                double.on_status(app)
             with double.lock:
                 self._send(200, double.status(app))
 
@@ -406,6 +410,35 @@ def test_merge_that_passes_every_gate_writes_one_signed_ledger_commit_and_report
 
     world.merged(1)  # a re-run (at-least-once jobs) records nothing twice
     assert len(world.gitops.ledger().history("web")) == 1
+
+
+def test_the_deploy_comment_shows_deploying_first_then_is_edited_with_the_result(world):
+    world.gitops.branch("scale", "main", web(3))
+    world.pull(1, "scale")
+    world.approve(1, "bob")
+    merge = world.merge(1)
+    seen: list[tuple[int, str]] = []  # the bot's comments while the puller was deploying
+    world.puller.on_status = lambda _app: seen.extend(
+        (c.id, c.body) for c in world.gh.comments(REPO, 1) if not seen
+    )
+
+    world.merged(1)
+
+    ledger_commit = world.gitops.ledger().tip()
+    assert len(seen) == 1, "one comment on the PR while the puller worked"
+    first_id, first = seen[0]
+    assert f"Sluice deploy of `{merge[:12]}`" in first
+    assert f"ledger commit `{ledger_commit[:12]}`" in first
+    assert f"| `web` | {DEPLOYING} `{merge[:12]}` | – | – | – |" in first
+    assert "<sub>made " in first and "succeeded" not in first
+    (final,) = world.gh.comments(REPO, 1)
+    assert final.id == first_id, "edited in place, not posted again"
+    assert "| `web` | ✅ succeeded | Healthy | 1 updated | 0.5s |" in final.body
+    assert DEPLOYING not in final.body and "<sub>updated " in final.body
+    assert f"ledger commit `{ledger_commit[:12]}`" in final.body
+
+    world.merged(1)  # a re-run of the job keeps the one comment
+    assert [c.id for c in world.gh.comments(REPO, 1)] == [first_id]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
+from bot.deploy.comments import DEPLOYING
 from tests import gpgkit
 from tests.deploykit import (
     REPO,
@@ -55,14 +56,14 @@ MERGES: dict[int, str] = {}
 def test_a_passing_merge_creates_then_fast_forwards_the_branch(stack: DeployStack) -> None:
     assert approved(stack) is None
     _, MERGES[1] = stack.ship("one", web_files(greeting="v1", replicas=2, password="pw-one-1"), 1)
-    report = stack.wait_comment(1, "Sluice deploy of")
+    report = stack.wait_comment(1, "Sluice deploy of", absent=DEPLOYING)
     assert f"Deploy branch `{BRANCH}` moved from nothing (created) to `{MERGES[1][:12]}`" in report
     assert approved(stack) == MERGES[1]
     # The ledger commit approving the merge is the audit record of the move.
     assert stack.gitops.entry("web").revision == MERGES[1]
 
     _, MERGES[2] = stack.ship("two", web_files(greeting="v2", replicas=2, password="pw-two-2"), 2)
-    report = stack.wait_comment(2, "Sluice deploy of")
+    report = stack.wait_comment(2, "Sluice deploy of", absent=DEPLOYING)
     assert f"moved from `{MERGES[1][:12]}` to `{MERGES[2][:12]}` (fast-forward)" in report
     assert approved(stack) == MERGES[2]
     stack.wait_status(MERGES[2], DEPLOY_WEB, "success")
@@ -129,7 +130,7 @@ def test_a_pin_holds_the_branch_and_an_argo_app_is_handed_to_its_engine(stack: D
         "apps/shop/configmap.yaml": shop_config("1"),
     }
     _, MERGES[6] = stack.ship("shop", changes, 6)
-    report = stack.wait_comment(6, "Sluice deploy of", "argocd:shop")
+    report = stack.wait_comment(6, "Sluice deploy of", "argocd:shop", absent=DEPLOYING)
     assert f"Deploy branch `{BRANCH}` not moved: `web` pinned by a rollback" in report
     assert approved(stack) == MERGES[1]
     assert stack.gitops.entry("argocd:shop").revision == MERGES[6]
@@ -140,7 +141,7 @@ def test_a_pin_holds_the_branch_and_an_argo_app_is_handed_to_its_engine(stack: D
     revert = next(p for p in stack.gh.pulls(REPO) if p.head_ref == "sluice/revert-2")
     stack.approve(revert)
     MERGES[revert.number] = stack.merge(revert)
-    report = stack.wait_comment(revert.number, "Sluice deploy of")
+    report = stack.wait_comment(revert.number, "Sluice deploy of", absent=DEPLOYING)
     assert f"to `{MERGES[revert.number][:12]}` (fast-forward)" in report
     assert approved(stack) == MERGES[revert.number]
     stack.wait_status(MERGES[revert.number], DEPLOY_WEB, "success")  # the puller still deploys
@@ -150,7 +151,7 @@ def test_a_branch_someone_else_moved_is_left_alone_and_said_so(stack: DeployStac
     rogue = stack.gitops.branch("rogue", {"apps/shop/rogue.yaml": "x: 1\n"})
     gpgkit.git(stack.gitops.bare, "update-ref", f"refs/heads/{BRANCH}", rogue)
     _, merge = stack.ship("shop-v2", {"apps/shop/configmap.yaml": shop_config("2")}, 9)
-    report = stack.wait_comment(9, "Sluice deploy of")
+    report = stack.wait_comment(9, "Sluice deploy of", absent=DEPLOYING)
     assert "Approved `argocd:shop` in ledger commit" in report
     assert f"Deploy branch `{BRANCH}` not moved: {BRANCH} is at {rogue[:12]}" in report
     assert "someone else moved it" in report

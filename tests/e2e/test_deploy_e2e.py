@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import kubernetes.client
 import pytest
 
+from bot.deploy.comments import DEPLOYING
 from bot.deploy.ledger import LedgerEntry, verify_tip
 from bot.gitops import Git
 from bot.signatures import TrustedKeys
@@ -93,7 +94,7 @@ def test_a_merge_is_recorded_signed_applied_and_reported_on_the_pr(stack: Deploy
     )  # fmt: skip
     MERGES[1] = merge
 
-    report = stack.wait_comment(1, "Sluice deploy of")
+    report = stack.wait_comment(1, "Sluice deploy of", absent=DEPLOYING)
     # The ledger: one commit, signed by the bot's key, approving the merge for both apps.
     ledger = verify_tip(Git(stack.gitops.bare), TrustedKeys.load(stack.keys.bot_keys))
     assert ledger.check.status == "valid" and ledger.check.fingerprint == stack.keys.bot
@@ -352,7 +353,7 @@ def test_rollback_restores_the_previous_revision_and_pins_until_the_revert_merge
     # Merging the revert unpins and deploys the tracked branch as it now is.
     stack.approve(revert)
     MERGES[revert.number] = stack.merge(revert)
-    report = stack.wait_comment(revert.number, "Sluice deploy of")
+    report = stack.wait_comment(revert.number, "Sluice deploy of", absent=DEPLOYING)
     assert "Unpinned `web`" in report
     stack.wait_status(MERGES[revert.number], DEPLOY_WEB, "success")
     entry = stack.gitops.entry("web")
@@ -383,7 +384,7 @@ def test_an_over_threshold_prune_an_empty_render_and_a_render_error_prune_nothin
     _, MERGES[11] = stack.ship("shrink", {"apps/bulk/configmaps.yaml": None}, 11)
     status = stack.wait_status(MERGES[11], DEPLOY_BULK, "failure", contains="prune refused")
     assert "12 of 13 inventory objects would be deleted" in status.description
-    report = stack.wait_comment(11, "Sluice deploy of")
+    report = stack.wait_comment(11, "Sluice deploy of", absent=DEPLOYING)
     assert "❌ failed" in report and "nothing pruned" in report
     assert stack.owned("bulk") == sorted(name for _, _, name in BULK)
     assert stack.inventory("bulk") == sorted(BULK)

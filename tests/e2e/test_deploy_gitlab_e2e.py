@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bot.deploy.comments import DEPLOYING
 from bot.deploy.ledger import verify_tip
 from bot.gitops import Git
 from bot.signatures import TrustedKeys
@@ -81,7 +82,7 @@ def test_a_merged_mr_is_recorded_signed_applied_and_reported_on_the_mr(stack: Gi
     assert parents(stack, merge) == [base, head] and stack.gitops.main() == merge
     assert is_signed(stack, head) and not is_signed(stack, merge)
 
-    report = stack.wait_note(mr, "Sluice deploy of")
+    report = stack.wait_note(mr, "Sluice deploy of", absent=DEPLOYING)
     # The ledger: a bot-signed commit approving GitLab's merge commit for web.
     ledger = verify_tip(Git(stack.gitops.bare), TrustedKeys.load(stack.keys.bot_keys))
     assert ledger.check.status == "valid" and ledger.check.fingerprint == stack.keys.bot
@@ -135,7 +136,7 @@ def test_an_evil_merge_commit_is_held_by_the_puller_and_applies_nothing(stack: G
     # The bot's gates look at the reviewed head (signed) and the merge's content (no policy
     # denies a ConfigMap), so it approves; the puller, which trusts no forge, refuses.
     needle = f"{evil[:12]} is unsigned"
-    report = stack.wait_note(mr, "Sluice deploy of", "❌ failed")
+    report = stack.wait_note(mr, "Sluice deploy of", "❌ failed", absent=DEPLOYING)
     assert needle in report and "signatures" in report
     assert stack.gitops.entry("web").revision == merge
     status = stack.wait_status(merge, DEPLOY_WEB, "failed")

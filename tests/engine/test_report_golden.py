@@ -116,6 +116,13 @@ def deploy():
     )
 
 
+def deploying():
+    rows = [Outcome(app, None, deploying="a" * 40) for app in ("web", "api")]
+    return deploy_comment(
+        "### 🚀 Sluice deploy of `aaaaaaaaaaaa`", " (ledger commit `ffffffffffff`)", rows, []
+    )
+
+
 def drift():
     items = [{"kind": "Deployment", "namespace": "web-staging", "name": "web", "action": "update",
               "diff": "@@ -1 +1 @@\n-replicas: 2\n+replicas: 5\n"}]  # fmt: skip
@@ -148,6 +155,7 @@ CASES = {
     "reply-command-error": error_reply,
     "reply-unknown-command": unknown_reply,
     "deploy": deploy,
+    "deploy-in-progress": deploying,
     "drift": drift,
     "drift-gone": drift_gone,
     "held": held,
