@@ -17,9 +17,11 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.forge.base import StatusState
 from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
+from bot.report.words import made_line
 
 _LOCAL_REF = "refs/sluice/deploy-branch/{branch}"
 
@@ -209,8 +211,10 @@ def engine_handoff(
     return "success", f"{approved}; its engine deploys {branch.branch}"
 
 
-def engine_comment(merge: str, ledger_commit: str, apps: list[str], notes: list[str]) -> str:
+def engine_comment(
+    merge: str, ledger_commit: str, apps: list[str], notes: list[str], now: datetime
+) -> str:
     shown = ", ".join(f"`{app}`" for app in apps)
     lines = [f"### 🚀 Sluice deploy of `{merge[:12]}`", "",
              f"Approved {shown} in ledger commit `{ledger_commit[:12]}`."]  # fmt: skip
-    return "\n".join([*lines, *(f"- {note}" for note in notes)])
+    return "\n".join([*lines, *(f"- {note}" for note in notes), "", made_line(now)])

@@ -156,7 +156,9 @@ class MergePromotion:
                 forge, pr, ledger_commit, pulled, status_sha=merge, notes=notes
             )
         else:
-            forge.create_comment(pr, engine_comment(merge, ledger_commit, handed, notes))
+            forge.create_comment(
+                pr, engine_comment(merge, ledger_commit, handed, notes, desk.clock())
+            )
         self._requeue_stale(forge, pr, settings, git, apps)
 
     def _requeue_stale(

@@ -8,6 +8,7 @@ remote, gpg. Emulated: the GitHub API and the Kubernetes API server.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -132,6 +133,7 @@ def test_a_pin_holds_the_branch_and_an_argo_app_is_handed_to_its_engine(stack: D
     _, MERGES[6] = stack.ship("shop", changes, 6)
     report = stack.wait_comment(6, "Sluice deploy of", "argocd:shop", absent=DEPLOYING)
     assert f"Deploy branch `{BRANCH}` not moved: `web` pinned by a rollback" in report
+    assert re.search(r"<sub>made \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</sub>$", report)
     assert approved(stack) == MERGES[1]
     assert stack.gitops.entry("argocd:shop").revision == MERGES[6]
     status = stack.wait_status(MERGES[6], "sluice/deploy/argocd:shop", "failure")
