@@ -172,11 +172,14 @@ class JobQueue(QueueUpkeep):
                     )
                     if row is None:
                         return None
+                    # Read after the PR was seen idle, so a start is never recorded before
+                    # the previous job's end (``now`` was read before waiting on the database).
+                    started = self.clock()
                     claimed = tx.one(
                         "UPDATE jobs SET state = 'running', attempts = attempts + 1, "
                         "worker_id = ?, lease_expires_at = ?, started_at = ? "
                         "WHERE id = ? AND state = 'queued' RETURNING *",
-                        (worker_id, now + lease_s, now, row["id"]),
+                        (worker_id, started + lease_s, started, row["id"]),
                     )
                 if claimed is not None:
                     return job_from_row(claimed)
