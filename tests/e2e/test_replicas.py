@@ -72,6 +72,7 @@ class Fleet:
         ]
         self.down: set[int] = set()
         self.turn = 0
+        self.misrouted = 0
 
     def send(self, kwargs: dict[str, Any]) -> requests.Response:
         for _ in range(2 * len(self.replicas)):
@@ -84,9 +85,17 @@ class Fleet:
                                                 timeout=30)  # fmt: skip
             except requests.ConnectionError:
                 continue  # it just died: the forge redelivers, here to the next replica
-            if response.status_code < 500:
+            if response.status_code < 500 and not _route_missing(response):
                 return response
+            # Seen once in about eight runs, right around a restart: a bare Flask 404 for
+            # the webhook route. Counted and printed, and the delivery goes to the next
+            # replica as a forge's redelivery would; it must still be accepted there.
+            self.misrouted += 1
         raise AssertionError("no replica accepted the delivery")
+
+
+def _route_missing(response: requests.Response) -> bool:
+    return response.status_code == 404 and "<title>404 Not Found</title>" in response.text
 
 
 def test_three_replicas_survive_sigkills_without_losing_or_repeating_work(tmp_path, pg_url, gitops):
@@ -142,7 +151,8 @@ def test_three_replicas_survive_sigkills_without_losing_or_repeating_work(tmp_pa
             for back in sorted(fleet.down):
                 fleet.replicas[back].start()
             fleet.down.clear()
-            print(f"sent {DELIVERIES} deliveries in {time.time() - started:.1f}s")
+            print(f"sent {DELIVERIES} deliveries in {time.time() - started:.1f}s; "
+                  f"bare 404s redelivered: {fleet.misrouted}")  # fmt: skip
             jobs = wait_for(lambda: _settled(pg_url), 240, "every job to finish", poll=0.5)
             print(f"all jobs settled {time.time() - started:.1f}s after the first delivery")
 
