@@ -120,7 +120,7 @@ def unavailable(reason: str) -> None:
     print(message)
     if os.environ.get("CI") == "true":
         pytest.fail(message + " (CI must run the PostgreSQL tests)")
-    pytest.skip(message)
+    pytest.skip(reason=message)
 
 
 @pytest.fixture(scope="session")
