@@ -345,6 +345,18 @@ def _has_commit(git: Git, want: str) -> bool:
     return out.strip() == b"commit"
 
 
+def git_error_line(proc: subprocess.CompletedProcess[bytes], url: str = "") -> str:
+    """The last line git wrote to stderr, for an error message; any credentials embedded
+    in ``url`` (``https://user:token@host/...``) never appear in it."""
+    lines = proc.stderr.decode(errors="replace").strip().splitlines()
+    text = lines[-1] if lines else f"exit status {proc.returncode}"
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        userinfo, _, host = rest.partition("@")
+        text = text.replace(url, f"{scheme}://{host}").replace(userinfo, "***")
+    return text
+
+
 def remote_env(auth: tuple[str, str] | None) -> dict[str, str]:
     """The environment for a git command that talks to a remote with ``auth``.
 

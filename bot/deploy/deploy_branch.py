@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.forge.base import StatusState
-from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
+from bot.gitops import GIT_TIMEOUT_S, Git, GitError, git_error_line, remote_env
 from bot.report.words import made_line
 
 _LOCAL_REF = "refs/sluice/deploy-branch/{branch}"
@@ -67,7 +67,7 @@ class DeployBranch:
         if proc.returncode != 0:
             if "couldn't find remote ref" in proc.stderr.decode(errors="replace"):
                 return None
-            raise DeployBranchError(f"cannot read {self.branch}: {_last_line(proc, self.url)}")
+            raise DeployBranchError(f"cannot read {self.branch}: {git_error_line(proc, self.url)}")
         return self.git.resolve(local)
 
     def plan_advance(self, target: str) -> BranchMove:
@@ -117,7 +117,7 @@ class DeployBranch:
                     f"{self.branch} moved while Sluice was moving it; not pushed"
                 )
             raise DeployBranchError(
-                f"git push of {self.branch} failed: {_last_line(proc, self.url)}"
+                f"git push of {self.branch} failed: {git_error_line(proc, self.url)}"
             )
 
     def _remote(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
@@ -130,15 +130,6 @@ class DeployBranch:
             )
         except subprocess.TimeoutExpired:
             raise DeployBranchError(f"git {args[0]} of {self.branch} timed out") from None
-
-
-def _last_line(proc: subprocess.CompletedProcess[bytes], url: str) -> str:
-    lines = proc.stderr.decode(errors="replace").strip().splitlines()
-    text = lines[-1] if lines else f"exit status {proc.returncode}"
-    if "@" in url and "://" in url:  # never echo credentials embedded in a URL
-        userinfo = url.split("://", 1)[1].split("@", 1)[0]
-        text = text.replace(userinfo, "***")
-    return text
 
 
 def branch_for(git: Git, url: str, auth: tuple[str, str] | None, settings) -> DeployBranch | None:

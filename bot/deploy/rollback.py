@@ -23,7 +23,7 @@ from bot.deploy.ledger import Ledger, LedgerEntry
 from bot.deploy.ledger_writer import LedgerWriter, http_url
 from bot.deploy.pins import Pin, repo_key
 from bot.forge.base import Forge, ForgeError, PullRequest
-from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
+from bot.gitops import GIT_TIMEOUT_S, Git, GitError, git_error_line, remote_env
 from bot.preview import repo_app_names
 from bot.report.escape import code, one_line
 
@@ -174,7 +174,7 @@ class Rollback:
                 )
                 if proc.returncode != 0:
                     raise GitError(f"the revert of {merge[:12]} does not apply cleanly on the "
-                                   f"tracked branch ({_last_line(proc)})")  # fmt: skip
+                                   f"tracked branch ({git_error_line(proc)})")  # fmt: skip
                 return Git(tree).resolve("HEAD")
             finally:
                 git.run("worktree", "remove", "--force", str(tree), check=False)
@@ -233,12 +233,7 @@ def _push(git: Git, url: str, auth: tuple[str, str] | None, refspec: str) -> Non
         timeout=GIT_TIMEOUT_S,
     )
     if proc.returncode != 0:
-        detail = _last_line(proc)
+        detail = git_error_line(proc)
         if "://" in url and "@" in url:  # never echo credentials embedded in a URL
             detail = detail.replace(url.split("://", 1)[1].split("@", 1)[0], "***")
         raise GitError(f"git push of the revert branch failed: {detail}")
-
-
-def _last_line(proc: subprocess.CompletedProcess[bytes]) -> str:
-    lines = proc.stderr.decode(errors="replace").strip().splitlines()
-    return lines[-1] if lines else f"exit status {proc.returncode}"

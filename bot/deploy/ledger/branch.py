@@ -21,7 +21,7 @@ from bot.deploy.ledger.entry import (
     read_entry,
 )
 from bot.errors import LedgerError
-from bot.gitops import GIT_TIMEOUT_S, Git, GitError, remote_env
+from bot.gitops import GIT_TIMEOUT_S, Git, GitError, git_error_line, remote_env
 
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _CAS_ATTEMPTS = 10
@@ -204,14 +204,14 @@ class Ledger:
         report = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
         if re.search(r"\[rejected\]|\[remote rejected\].*(lock|failed to update)", report):
             return True
-        raise LedgerError(f"git push failed: {_last_line(proc, remote_url)}")
+        raise LedgerError(f"git push failed: {git_error_line(proc, remote_url)}")
 
     def _fetch_remote_tip(self, remote_url: str, auth: tuple[str, str] | None) -> str:
         refspec = f"+{self.ref}:{_REMOTE_REF}/{self.branch}"
         proc = _remote_git(self.git, ["fetch", "--quiet", "--no-tags", remote_url, refspec], auth)
         if proc.returncode != 0:
             raise LedgerError(
-                f"git fetch of the remote ledger failed: {_last_line(proc, remote_url)}"
+                f"git fetch of the remote ledger failed: {git_error_line(proc, remote_url)}"
             )
         return self.git.resolve(f"{_REMOTE_REF}/{self.branch}")
 
@@ -296,13 +296,3 @@ def _remote_git(
         )
     except subprocess.TimeoutExpired:
         raise LedgerError(f"git {args[0]} timed out after {GIT_TIMEOUT_S}s") from None
-
-
-def _last_line(proc: subprocess.CompletedProcess[bytes], url: str) -> str:
-    lines = proc.stderr.decode(errors="replace").strip().splitlines()
-    text = lines[-1] if lines else f"exit status {proc.returncode}"
-    if "@" in url and "://" in url:  # never echo credentials embedded in a URL
-        scheme, rest = url.split("://", 1)
-        userinfo, _, host = rest.partition("@")
-        text = text.replace(url, f"{scheme}://{host}").replace(userinfo, "***")
-    return text
