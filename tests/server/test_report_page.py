@@ -44,7 +44,7 @@ def browser_or_skip():
         if os.environ.get("CI") == "true":
             pytest.fail(f"no browser at {CHROMIUM}: CI must run the report page's browser tests")
         print(f"SKIP reason: no browser at {CHROMIUM} (apt-get install -y chromium; .ci/run does)")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
+        pytest.skip(reason=f"no Chromium at {CHROMIUM}")
     return sync_playwright
 
 
